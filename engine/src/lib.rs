@@ -1,0 +1,1 @@
+//! sluice: a micro-batch stream processor with a crash-safe write-ahead log.

@@ -1,0 +1,474 @@
+//! The file-system seam.
+//!
+//! Everything the local WAL writes goes through [`FileSystem`] and [`WalFile`], so a
+//! test can swap in [`SimFs`]: an in-memory file system that remembers which bytes and
+//! which directory entries were made durable, and can simulate a crash (unsynced bytes
+//! and unsynced directory entries vanish, optionally leaving a torn prefix), fail the
+//! n-th fsync, tear a write, or fill the disk.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// A file opened through a [`FileSystem`]. All I/O is positional, so one handle can be
+/// shared by a writer and concurrent readers.
+pub trait WalFile: Send + Sync + fmt::Debug {
+    /// Writes all of `buf` at `offset`.
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Reads up to `buf.len()` bytes at `offset`; returns how many were read (0 at EOF).
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+    /// `fdatasync`: makes the file's data (and its size) durable.
+    fn sync_data(&self) -> io::Result<()>;
+    /// The current length of the file.
+    fn len(&self) -> io::Result<u64>;
+    /// Cuts the file to `len` bytes.
+    fn truncate(&self, len: u64) -> io::Result<()>;
+
+    /// Reads the whole file from `offset` to its end.
+    fn read_to_end_from(&self, offset: u64) -> io::Result<Vec<u8>> {
+        let len = self.len()?;
+        let mut buf = vec![0u8; len.saturating_sub(offset) as usize];
+        let mut done = 0;
+        while done < buf.len() {
+            let n = self.read_at(&mut buf[done..], offset + done as u64)?;
+            if n == 0 {
+                buf.truncate(done);
+                break;
+            }
+            done += n;
+        }
+        Ok(buf)
+    }
+}
+
+/// The operations the WAL needs from a file system.
+pub trait FileSystem: Send + Sync + fmt::Debug + 'static {
+    /// Creates a new file; fails with `AlreadyExists` if it exists.
+    fn create_new(&self, path: &Path) -> io::Result<Arc<dyn WalFile>>;
+    /// Opens an existing file for reading and writing.
+    fn open(&self, path: &Path) -> io::Result<Arc<dyn WalFile>>;
+    /// Removes a file.
+    fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Renames a file, replacing `to` if it exists.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// The names of the entries of a directory.
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// Creates a directory and its parents.
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// `fsync` on a directory: makes creations, removals and renames in it durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Locks a directory against other processes until the returned guard is dropped.
+    /// File systems that no other process can see take no lock.
+    fn lock_dir(&self, _dir: &Path) -> io::Result<Option<DirLock>> {
+        Ok(None)
+    }
+}
+
+/// An exclusive lock on a directory (a held `flock` on its `LOCK` file).
+#[derive(Debug)]
+pub struct DirLock {
+    _file: File,
+}
+
+/// The real file system.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StdFs;
+
+#[derive(Debug)]
+struct StdFile(File);
+
+impl WalFile for StdFile {
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.0.write_all_at(buf, offset)
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        FileExt::read_at(&self.0, buf, offset)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.0.metadata()?.len())
+    }
+    fn truncate(&self, len: u64) -> io::Result<()> {
+        self.0.set_len(len)
+    }
+}
+
+impl FileSystem for StdFs {
+    fn create_new(&self, path: &Path) -> io::Result<Arc<dyn WalFile>> {
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)?;
+        Ok(Arc::new(StdFile(f)))
+    }
+    fn open(&self, path: &Path) -> io::Result<Arc<dyn WalFile>> {
+        let f = OpenOptions::new().read(true).write(true).open(path)?;
+        Ok(Arc::new(StdFile(f)))
+    }
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            names.push(entry?.file_name().to_string_lossy().into_owned());
+        }
+        Ok(names)
+    }
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(dir)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+    fn lock_dir(&self, dir: &Path) -> io::Result<Option<DirLock>> {
+        let path = dir.join("LOCK");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(DirLock { _file: file })),
+            Err(std::fs::TryLockError::WouldBlock) => Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!(
+                    "{} is held by another process: the directory is already in use",
+                    path.display()
+                ),
+            )),
+            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+}
+
+/// A fault to inject into a [`SimFs`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Fault {
+    /// The n-th `sync_data` from now (1 = the next one) fails with EIO.
+    FailSync { nth: u64 },
+    /// The n-th write from now writes only its first `keep` bytes, then fails with EIO.
+    TornWrite { nth: u64, keep: usize },
+    /// The disk holds only `bytes` more bytes; a write past that writes what fits and
+    /// fails with ENOSPC.
+    DiskFull { bytes: u64 },
+}
+
+#[derive(Debug, Default, Clone)]
+struct SimFile {
+    /// What a reader sees now.
+    data: Vec<u8>,
+    /// What survives a crash: the content at the last `sync_data`.
+    durable: Vec<u8>,
+}
+
+#[derive(Debug, Default)]
+struct SimState {
+    files: BTreeMap<PathBuf, Arc<Mutex<SimFile>>>,
+    /// Directory entries that survive a crash (made durable by `sync_dir`).
+    durable_entries: BTreeMap<PathBuf, Arc<Mutex<SimFile>>>,
+    dirs: BTreeSet<PathBuf>,
+    syncs: u64,
+    writes: u64,
+    faults: Vec<Fault>,
+    free_bytes: Option<u64>,
+}
+
+/// An in-memory file system that simulates crashes and injects faults.
+///
+/// A crash ([`SimFs::crash`]) keeps only what a real disk would keep: the content of
+/// each file as of its last `sync_data`, and only the directory entries that existed
+/// at the last `sync_dir` of their directory (a file created but whose directory was
+/// never synced disappears). With [`SimFs::crash_keeping`], a prefix of the unsynced
+/// bytes of each file survives too, as a torn write would leave them.
+#[derive(Debug, Clone, Default)]
+pub struct SimFs {
+    state: Arc<Mutex<SimState>>,
+}
+
+#[derive(Debug)]
+struct SimHandle {
+    fs: SimFs,
+    file: Arc<Mutex<SimFile>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves plain data behind; keep going.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl SimFs {
+    /// An empty simulated file system.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Arms a fault.
+    pub fn inject(&self, fault: Fault) {
+        let mut st = lock(&self.state);
+        if let Fault::DiskFull { bytes } = fault {
+            st.free_bytes = Some(bytes);
+        } else {
+            st.faults.push(fault);
+        }
+    }
+
+    /// Removes every armed fault and the disk-full limit.
+    pub fn clear_faults(&self) {
+        let mut st = lock(&self.state);
+        st.faults.clear();
+        st.free_bytes = None;
+    }
+
+    /// Simulates power loss: unsynced bytes and unsynced directory entries vanish.
+    pub fn crash(&self) {
+        self.crash_keeping(|_, _| 0);
+    }
+
+    /// Simulates power loss where, for each file, `keep(path, unsynced_len)` bytes of
+    /// the unsynced tail survive (a torn write). Handles opened before the crash keep
+    /// pointing at the pre-crash files; reopen after a crash.
+    pub fn crash_keeping(&self, mut keep: impl FnMut(&Path, usize) -> usize) {
+        let mut st = lock(&self.state);
+        let mut files = BTreeMap::new();
+        for (path, file) in st.durable_entries.clone() {
+            let f = lock(&file);
+            let durable_len = f.durable.len();
+            let mut data = f.durable.clone();
+            if f.data.len() > durable_len && f.data[..durable_len] == f.durable[..] {
+                let unsynced = f.data.len() - durable_len;
+                let k = keep(&path, unsynced).min(unsynced);
+                data.extend_from_slice(&f.data[durable_len..durable_len + k]);
+            }
+            drop(f);
+            files.insert(
+                path,
+                Arc::new(Mutex::new(SimFile {
+                    durable: data.clone(),
+                    data,
+                })),
+            );
+        }
+        st.durable_entries = files.clone();
+        st.files = files;
+        st.faults.clear();
+        st.free_bytes = None;
+    }
+
+    /// The current content of a file (for tests that damage files on purpose).
+    pub fn read_file(&self, path: &Path) -> Option<Vec<u8>> {
+        let st = lock(&self.state);
+        st.files.get(path).map(|f| lock(f).data.clone())
+    }
+
+    /// Replaces the content of a file, durably (for tests that damage files on purpose).
+    pub fn write_file(&self, path: &Path, data: Vec<u8>) {
+        let st = lock(&self.state);
+        if let Some(f) = st.files.get(path) {
+            let mut f = lock(f);
+            f.durable = data.clone();
+            f.data = data;
+        }
+    }
+}
+
+fn eio(what: &str) -> io::Error {
+    io::Error::other(format!("simulated I/O error: {what}"))
+}
+
+impl WalFile for SimHandle {
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        let mut len = buf.len();
+        let mut err = None;
+        {
+            let mut st = lock(&self.fs.state);
+            st.writes += 1;
+            let mut torn = None;
+            st.faults.retain_mut(|f| match f {
+                Fault::TornWrite { nth, keep } if *nth <= 1 => {
+                    torn = Some(*keep);
+                    false
+                }
+                Fault::TornWrite { nth, .. } => {
+                    *nth -= 1;
+                    true
+                }
+                _ => true,
+            });
+            if let Some(keep) = torn {
+                len = keep.min(len);
+                err = Some(eio("torn write"));
+            }
+        }
+        {
+            let mut st = lock(&self.fs.state);
+            let file = lock(&self.file);
+            let growth = (offset as usize + len).saturating_sub(file.data.len()) as u64;
+            if let Some(free) = st.free_bytes {
+                if growth > free {
+                    len = len.saturating_sub((growth - free) as usize);
+                    err = Some(io::Error::from_raw_os_error(libc::ENOSPC));
+                }
+                let growth = (offset as usize + len).saturating_sub(file.data.len()) as u64;
+                st.free_bytes = Some(free.saturating_sub(growth));
+            }
+        }
+        let mut file = lock(&self.file);
+        let end = offset as usize + len;
+        if file.data.len() < end {
+            file.data.resize(end, 0);
+        }
+        file.data[offset as usize..end].copy_from_slice(&buf[..len]);
+        match err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let file = lock(&self.file);
+        let start = (offset as usize).min(file.data.len());
+        let n = buf.len().min(file.data.len() - start);
+        buf[..n].copy_from_slice(&file.data[start..start + n]);
+        Ok(n)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        {
+            let mut st = lock(&self.fs.state);
+            st.syncs += 1;
+            let mut failed = false;
+            st.faults.retain_mut(|f| match f {
+                Fault::FailSync { nth } if *nth <= 1 => {
+                    failed = true;
+                    false
+                }
+                Fault::FailSync { nth } => {
+                    *nth -= 1;
+                    true
+                }
+                _ => true,
+            });
+            if failed {
+                return Err(eio("fsync failed"));
+            }
+        }
+        let mut file = lock(&self.file);
+        file.durable = file.data.clone();
+        Ok(())
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        Ok(lock(&self.file).data.len() as u64)
+    }
+
+    fn truncate(&self, len: u64) -> io::Result<()> {
+        let mut file = lock(&self.file);
+        file.data.truncate(len as usize);
+        Ok(())
+    }
+}
+
+impl FileSystem for SimFs {
+    fn create_new(&self, path: &Path) -> io::Result<Arc<dyn WalFile>> {
+        let mut st = lock(&self.state);
+        if st.files.contains_key(path) {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} exists", path.display()),
+            ));
+        }
+        let file = Arc::new(Mutex::new(SimFile::default()));
+        st.files.insert(path.to_path_buf(), file.clone());
+        Ok(Arc::new(SimHandle {
+            fs: self.clone(),
+            file,
+        }))
+    }
+
+    fn open(&self, path: &Path) -> io::Result<Arc<dyn WalFile>> {
+        let st = lock(&self.state);
+        let file = st.files.get(path).cloned().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{} not found", path.display()),
+            )
+        })?;
+        Ok(Arc::new(SimHandle {
+            fs: self.clone(),
+            file,
+        }))
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        let mut st = lock(&self.state);
+        st.files.remove(path).map(|_| ()).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{} not found", path.display()),
+            )
+        })
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut st = lock(&self.state);
+        let f = st.files.remove(from).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{} not found", from.display()),
+            )
+        })?;
+        st.files.insert(to.to_path_buf(), f);
+        Ok(())
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let st = lock(&self.state);
+        if !st.dirs.contains(dir) {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{} not found", dir.display()),
+            ));
+        }
+        Ok(st
+            .files
+            .keys()
+            .filter(|p| p.parent() == Some(dir))
+            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect())
+    }
+
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        let mut st = lock(&self.state);
+        let mut d = Some(dir);
+        while let Some(p) = d {
+            st.dirs.insert(p.to_path_buf());
+            d = p.parent();
+        }
+        Ok(())
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        let mut st = lock(&self.state);
+        let keep: Vec<(PathBuf, Arc<Mutex<SimFile>>)> = st
+            .files
+            .iter()
+            .filter(|(p, _)| p.parent() == Some(dir))
+            .map(|(p, f)| (p.clone(), f.clone()))
+            .collect();
+        st.durable_entries.retain(|p, _| p.parent() != Some(dir));
+        st.durable_entries.extend(keep);
+        Ok(())
+    }
+}
