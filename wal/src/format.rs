@@ -227,9 +227,66 @@ fn valid_frame_after(data: &[u8], from: usize) -> bool {
     false
 }
 
+/// The decoder's contract, checked on arbitrary bytes by the fuzz target
+/// (`fuzz/fuzz_targets/frame_decoder.rs`) and by a property test: no panic; the frames
+/// a scan accepts are contiguous and re-encode to exactly the bytes they were read
+/// from (so damage is never returned as a record); a scan stops only at a frame that
+/// does not decode.
+#[doc(hidden)]
+pub fn check_decoder_contract(data: &[u8]) {
+    let _ = SegmentHeader::decode(data);
+    let scan = scan_frames(data);
+    let mut at = 0;
+    for &(offset, len) in &scan.frames {
+        assert_eq!(offset, at, "frames are contiguous");
+        let Ok((payload, total)) = decode_frame(&data[offset..]) else {
+            panic!("a scanned frame at {offset} does not decode");
+        };
+        assert_eq!(payload.len(), len);
+        let mut again = Vec::new();
+        encode_frame(payload, &mut again);
+        assert_eq!(&data[offset..offset + total], &again[..]);
+        at = offset + total;
+    }
+    assert_eq!(scan.end, at);
+    match &scan.stop {
+        Some(stop) => {
+            assert_eq!(stop.offset, scan.end);
+            assert!(decode_frame(&data[stop.offset..]).is_err());
+        }
+        None => assert_eq!(scan.end, data.len()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn decoder_contract_holds_on_random_bytes(data in proptest::collection::vec(any::<u8>(), 0..600)) {
+            check_decoder_contract(&data);
+        }
+
+        #[test]
+        fn decoder_contract_holds_on_damaged_frames(
+            lens in proptest::collection::vec(0usize..80, 1..8),
+            flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..3),
+            cut in any::<usize>(),
+        ) {
+            let mut data = Vec::new();
+            for (i, len) in lens.iter().enumerate() {
+                encode_frame(&vec![i as u8; *len], &mut data);
+            }
+            for (at, x) in flips {
+                let n = data.len();
+                data[at % n] ^= x;
+            }
+            data.truncate(cut % (data.len() + 1));
+            check_decoder_contract(&data);
+        }
+    }
 
     #[test]
     fn header_round_trips_and_rejects_damage() {

@@ -25,6 +25,10 @@ pub trait WalFile: Send + Sync + fmt::Debug {
     fn sync_data(&self) -> io::Result<()>;
     /// The current length of the file.
     fn len(&self) -> io::Result<u64>;
+    /// Whether the file is empty.
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
     /// Cuts the file to `len` bytes.
     fn truncate(&self, len: u64) -> io::Result<()>;
 

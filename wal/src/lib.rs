@@ -50,6 +50,7 @@
 //! assert_eq!(all, vec![(a.lsn, b"hello".to_vec())]);
 //! ```
 
+pub mod bench;
 mod error;
 pub mod format;
 pub mod fs;

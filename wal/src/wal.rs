@@ -667,11 +667,22 @@ impl Wal {
             let mut st = lock(&self.inner.state);
             let metas: Vec<(SegmentId, SegMeta)> =
                 st.segments.iter().map(|(k, v)| (*k, *v)).collect();
-            // A segment whose records are not all written yet is never deleted.
-            let written = st.written;
+            if let Some(cause) = &st.poisoned {
+                return Err(WalError::Poisoned {
+                    cause: cause.clone(),
+                });
+            }
+            // A segment is deleted only once its successor holds an acknowledged record:
+            // until then the successor may vanish in a crash, and with it the only record
+            // of where the log's LSNs stand.
+            let acked = if self.inner.opts.durability.syncs_each_commit() {
+                st.durable
+            } else {
+                st.written
+            };
             let ids: Vec<SegmentId> = metas
                 .windows(2)
-                .take_while(|w| w[1].1.first_lsn <= written && doomed(&w[0].1, &w[1].1))
+                .take_while(|w| w[1].1.first_lsn < acked && doomed(&w[0].1, &w[1].1))
                 .map(|w| w[0].0)
                 .collect();
             for id in &ids {

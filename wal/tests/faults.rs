@@ -104,7 +104,7 @@ fn a_full_disk_is_reported_and_loses_nothing_acknowledged() {
             Err(e) => break e,
         }
     };
-    assert!(acked >= 2 && acked < 12, "{acked}");
+    assert!((2..12).contains(&acked), "{acked}");
     assert!(err.to_string().contains("disk is full"), "{err}");
     assert!(matches!(wal.append(b"x"), Err(WalError::Poisoned { .. })));
     drop(wal);
