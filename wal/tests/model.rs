@@ -197,7 +197,10 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     wal.delete_before(Lsn(lsn as u64)).unwrap();
                     let first = wal.first_lsn().0 as usize;
                     // Cleanup never goes past the LSN asked for, nor backwards.
-                    prop_assert!(first >= before && first <= lsn.max(before), "{before} -> {first} for {lsn}");
+                    prop_assert!(
+                        first >= before && first <= lsn.max(before),
+                        "{before} -> {first} for {lsn}"
+                    );
                     for r in &mut m.records[..first] {
                         *r = None;
                     }
