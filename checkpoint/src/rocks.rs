@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use rocksdb::{IteratorMode, Options, WriteOptions, DB};
+use rocksdb::{Options, WriteOptions, DB};
 
 use crate::error::{CheckpointError, Result};
 use crate::store::{validate_name, CheckpointStore};
@@ -94,14 +94,17 @@ impl CheckpointStore for RocksStore {
 
     fn list_names(&self) -> Result<Vec<String>> {
         let mut names = Vec::new();
-        for item in self.db.iterator(IteratorMode::Start) {
-            let (k, _) = item.map_err(|e| self.err("", e))?;
-            if let Ok(name) = std::str::from_utf8(&k) {
+        let mut it = self.db.raw_iterator();
+        it.seek_to_first();
+        while let Some(k) = it.key() {
+            if let Ok(name) = std::str::from_utf8(k) {
                 if validate_name(name).is_ok() {
                     names.push(name.to_owned());
                 }
             }
+            it.next();
         }
+        it.status().map_err(|e| self.err("", e))?;
         Ok(names)
     }
 

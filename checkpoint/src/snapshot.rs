@@ -352,13 +352,6 @@ impl StateSnapshots {
         if self.store.get(&manifest_name)?.is_some() {
             return self.read_manifest(r);
         }
-        // Files of an attempt that crashed before its manifest: no manifest names them.
-        let base = self.base_name(id.0, kind);
-        for name in self.store.list_names()? {
-            if name.starts_with(&base) && name != manifest_name {
-                self.store.delete(&name)?;
-            }
-        }
         let parts = self.opts.partitions;
         let mut bufs: Vec<ChunkBuf> = (0..parts).map(|p| ChunkBuf::new(p, 0)).collect();
         let mut files: Vec<FileRef> = Vec::new();
@@ -366,7 +359,14 @@ impl StateSnapshots {
             let name = self.chunk_name(id.0, kind, b.partition, b.index);
             let (bytes, entries) = b.finish();
             // Rule: every chunk is durable before the manifest that names it is written.
-            if !self.store.put_new(&name, &bytes)? {
+            let mut published = self.store.put_new(&name, &bytes)?;
+            if !published {
+                // Left by an attempt that crashed before writing its manifest (checked
+                // absent above), so nothing names it: replace it.
+                self.store.delete(&name)?;
+                published = self.store.put_new(&name, &bytes)?;
+            }
+            if !published {
                 return Err(CheckpointError::InvalidArgument(format!(
                     "{} appeared while writing it: another writer is snapshotting operator {:?}",
                     self.store.object_path(&name),
