@@ -1,0 +1,107 @@
+//! Elements, batches and batch times.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// What a stream can carry: cloneable, shareable across threads, and serialisable (so
+/// it can go to the write-ahead log, checkpoints and object files).
+pub trait Data: Clone + Send + Sync + Serialize + DeserializeOwned + 'static {}
+impl<T: Clone + Send + Sync + Serialize + DeserializeOwned + 'static> Data for T {}
+
+/// The time of a batch: milliseconds since the Unix epoch, aligned to the batch
+/// interval from the context's zero time.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, serde::Deserialize,
+)]
+pub struct BatchTime(pub u64);
+
+impl BatchTime {
+    /// Milliseconds since the Unix epoch.
+    pub fn millis(self) -> u64 {
+        self.0
+    }
+
+    /// This time plus a duration.
+    pub fn plus(self, d: Duration) -> BatchTime {
+        BatchTime(self.0 + d.as_millis() as u64)
+    }
+
+    /// This time minus a duration (saturating at zero).
+    pub fn minus(self, d: Duration) -> BatchTime {
+        BatchTime(self.0.saturating_sub(d.as_millis() as u64))
+    }
+}
+
+impl fmt::Display for BatchTime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ms", self.0)
+    }
+}
+
+/// The data of one stream for one batch time: a set of partitions, processed in
+/// parallel. Cheap to clone (shared).
+#[derive(Debug)]
+pub struct Batch<T> {
+    parts: Arc<Vec<Vec<T>>>,
+}
+
+impl<T> Clone for Batch<T> {
+    fn clone(&self) -> Self {
+        Batch {
+            parts: self.parts.clone(),
+        }
+    }
+}
+
+impl<T> Default for Batch<T> {
+    fn default() -> Self {
+        Batch {
+            parts: Arc::new(Vec::new()),
+        }
+    }
+}
+
+impl<T> Batch<T> {
+    /// A batch of the given partitions.
+    pub fn from_partitions(parts: Vec<Vec<T>>) -> Self {
+        Batch {
+            parts: Arc::new(parts),
+        }
+    }
+
+    /// A batch of one partition.
+    pub fn from_vec(v: Vec<T>) -> Self {
+        Self::from_partitions(vec![v])
+    }
+
+    /// The partitions.
+    pub fn partitions(&self) -> &[Vec<T>] {
+        &self.parts
+    }
+
+    /// The number of elements.
+    pub fn len(&self) -> usize {
+        self.parts.iter().map(Vec::len).sum()
+    }
+
+    /// Whether the batch has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.parts.iter().all(Vec::is_empty)
+    }
+
+    /// All elements, partition by partition.
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.parts.iter().flatten()
+    }
+}
+
+impl<T: Clone> Batch<T> {
+    /// All elements in one vector, partition by partition.
+    pub fn to_vec(&self) -> Vec<T> {
+        self.iter().cloned().collect()
+    }
+}

@@ -1,0 +1,279 @@
+//! `StreamingConf`: the settings of a streaming job, in code or from `SLUICE_*`
+//! environment variables.
+
+use std::time::Duration;
+
+use crate::{EngineError, Result};
+
+/// The settings of a streaming job. Build it in code; [`StreamingConf::with_env`]
+/// then lets `SLUICE_*` environment variables override any setting:
+///
+/// | variable | setting | example |
+/// |---|---|---|
+/// | `SLUICE_APP_NAME` | `app_name` | `wordcount` |
+/// | `SLUICE_BATCH_INTERVAL` | `batch_interval` | `1s`, `500ms` |
+/// | `SLUICE_BLOCK_INTERVAL` | `block_interval` | `200ms` |
+/// | `SLUICE_PARALLELISM` | `parallelism` | `4` |
+/// | `SLUICE_CHECKPOINT` | `checkpoint` | `/var/lib/job`, `s3://bucket/prefix` |
+/// | `SLUICE_CHECKPOINT_INTERVAL` | `checkpoint_interval` | `10s` |
+/// | `SLUICE_RECEIVER_WAL` | `receiver_wal` | `true` |
+/// | `SLUICE_RECEIVER_MAX_RATE` | `receiver_max_rate` (records/s, 0 = none) | `100000` |
+/// | `SLUICE_BACKPRESSURE` | `backpressure` | `true` |
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamingConf {
+    /// A name for logs and the listener.
+    pub app_name: String,
+    /// The time between batches.
+    pub batch_interval: Duration,
+    /// How often receivers cut their input into blocks (partitions).
+    pub block_interval: Duration,
+    /// Partitions for keyed operators (shuffles) and the CPU pool size.
+    pub parallelism: usize,
+    /// Where checkpoints go (a path, `file://`, `s3://bucket/prefix`, `rocksdb://path`).
+    pub checkpoint: Option<String>,
+    /// How often a metadata and state checkpoint is written.
+    pub checkpoint_interval: Option<Duration>,
+    /// Store every received block in the write-ahead log before acknowledging it.
+    pub receiver_wal: bool,
+    /// The most records per second a receiver stores (`None`: no limit).
+    pub receiver_max_rate: Option<u64>,
+    /// Adapt the receivers' rate to the processing speed (PID estimator).
+    pub backpressure: bool,
+}
+
+impl StreamingConf {
+    /// A configuration with the given name and batch interval, and defaults for the rest:
+    /// 200 ms blocks, parallelism = available cores, no checkpoint, no WAL, no rate limit.
+    pub fn new(app_name: impl Into<String>, batch_interval: Duration) -> Self {
+        StreamingConf {
+            app_name: app_name.into(),
+            batch_interval,
+            block_interval: Duration::from_millis(200),
+            parallelism: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            checkpoint: None,
+            checkpoint_interval: None,
+            receiver_wal: false,
+            receiver_max_rate: None,
+            backpressure: false,
+        }
+    }
+
+    /// Sets the block interval.
+    pub fn block_interval(mut self, d: Duration) -> Self {
+        self.block_interval = d;
+        self
+    }
+
+    /// Sets the parallelism.
+    pub fn parallelism(mut self, n: usize) -> Self {
+        self.parallelism = n;
+        self
+    }
+
+    /// Sets the checkpoint location.
+    pub fn checkpoint(mut self, location: impl Into<String>) -> Self {
+        self.checkpoint = Some(location.into());
+        self
+    }
+
+    /// Sets the checkpoint interval.
+    pub fn checkpoint_interval(mut self, d: Duration) -> Self {
+        self.checkpoint_interval = Some(d);
+        self
+    }
+
+    /// Turns the receiver write-ahead log on or off.
+    pub fn receiver_wal(mut self, on: bool) -> Self {
+        self.receiver_wal = on;
+        self
+    }
+
+    /// Limits each receiver to `records_per_sec`.
+    pub fn receiver_max_rate(mut self, records_per_sec: u64) -> Self {
+        self.receiver_max_rate = Some(records_per_sec);
+        self
+    }
+
+    /// Turns backpressure on or off.
+    pub fn backpressure(mut self, on: bool) -> Self {
+        self.backpressure = on;
+        self
+    }
+
+    /// Applies `SLUICE_*` overrides from the process environment.
+    pub fn with_env(self) -> Result<Self> {
+        self.with_vars(std::env::vars())
+    }
+
+    /// Applies `SLUICE_*` overrides from the given variables (testable without touching
+    /// the process environment).
+    pub fn with_vars(mut self, vars: impl IntoIterator<Item = (String, String)>) -> Result<Self> {
+        for (k, v) in vars {
+            let bad = |reason: String| EngineError::Config {
+                setting: k.clone(),
+                reason,
+            };
+            match k.as_str() {
+                "SLUICE_APP_NAME" => self.app_name = v,
+                "SLUICE_BATCH_INTERVAL" => self.batch_interval = parse_duration(&v).map_err(bad)?,
+                "SLUICE_BLOCK_INTERVAL" => self.block_interval = parse_duration(&v).map_err(bad)?,
+                "SLUICE_PARALLELISM" => {
+                    self.parallelism = v
+                        .parse()
+                        .map_err(|_| bad(format!("{v:?} is not a whole number")))?
+                }
+                "SLUICE_CHECKPOINT" => self.checkpoint = (!v.is_empty()).then_some(v),
+                "SLUICE_CHECKPOINT_INTERVAL" => {
+                    self.checkpoint_interval = Some(parse_duration(&v).map_err(bad)?)
+                }
+                "SLUICE_RECEIVER_WAL" => self.receiver_wal = parse_bool(&v).map_err(bad)?,
+                "SLUICE_RECEIVER_MAX_RATE" => {
+                    let n: u64 = v
+                        .parse()
+                        .map_err(|_| bad(format!("{v:?} is not a whole number")))?;
+                    self.receiver_max_rate = (n > 0).then_some(n);
+                }
+                "SLUICE_BACKPRESSURE" => self.backpressure = parse_bool(&v).map_err(bad)?,
+                other if other.starts_with("SLUICE_") => {
+                    return Err(bad(
+                        "unknown setting (see StreamingConf's docs for the list)".into(),
+                    ))
+                }
+                _ => {}
+            }
+        }
+        self.validate()?;
+        Ok(self)
+    }
+
+    /// Checks the settings against each other.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |setting: &str, reason: String| {
+            Err(EngineError::Config {
+                setting: setting.into(),
+                reason,
+            })
+        };
+        if self.batch_interval.is_zero()
+            || !self.batch_interval.subsec_nanos().is_multiple_of(1_000_000)
+        {
+            return bad(
+                "batch_interval",
+                format!(
+                    "{:?} must be a positive whole number of milliseconds",
+                    self.batch_interval
+                ),
+            );
+        }
+        if self.block_interval.is_zero() {
+            return bad("block_interval", "must be positive".into());
+        }
+        if self.parallelism == 0 {
+            return bad("parallelism", "must be at least 1".into());
+        }
+        if let Some(ci) = self.checkpoint_interval {
+            let (c, b) = (ci.as_millis(), self.batch_interval.as_millis());
+            if c == 0 || !c.is_multiple_of(b) {
+                return bad(
+                    "checkpoint_interval",
+                    format!(
+                        "{ci:?} is not a positive multiple of the batch interval {:?}",
+                        self.batch_interval
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parses `250ms`, `2s`, `1m`, `1h`, or a bare number of milliseconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, ""), |i| s.split_at(i));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (use e.g. 500ms, 2s, 1m)"))?;
+    match unit.trim() {
+        "" | "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" | "min" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        u => Err(format!("{s:?}: unknown unit {u:?} (use ms, s, m or h)")),
+    }
+}
+
+fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(format!("{s:?} is not a boolean (use true or false)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn env_overrides_code() {
+        let c = StreamingConf::new("a", Duration::from_secs(1))
+            .with_vars(vars(&[
+                ("SLUICE_BATCH_INTERVAL", "500ms"),
+                ("SLUICE_PARALLELISM", "3"),
+                ("SLUICE_RECEIVER_WAL", "true"),
+                ("SLUICE_CHECKPOINT", "/tmp/x"),
+                ("SLUICE_CHECKPOINT_INTERVAL", "5s"),
+                ("PATH", "/bin"),
+            ]))
+            .unwrap();
+        assert_eq!(c.batch_interval, Duration::from_millis(500));
+        assert_eq!(c.parallelism, 3);
+        assert!(c.receiver_wal);
+        assert_eq!(c.checkpoint.as_deref(), Some("/tmp/x"));
+        assert_eq!(c.checkpoint_interval, Some(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn bad_settings_name_the_variable() {
+        let c = StreamingConf::new("a", Duration::from_secs(1));
+        for (k, v, want) in [
+            ("SLUICE_BATCH_INTERVAL", "fast", "not a duration"),
+            ("SLUICE_PARALLELISM", "-1", "whole number"),
+            ("SLUICE_RECEIVER_WAL", "maybe", "boolean"),
+            ("SLUICE_BATCH_SIZE", "3", "unknown setting"),
+            (
+                "SLUICE_CHECKPOINT_INTERVAL",
+                "1500ms",
+                "multiple of the batch interval",
+            ),
+        ] {
+            let err = c
+                .clone()
+                .with_vars(vars(&[(k, v)]))
+                .unwrap_err()
+                .to_string();
+            let setting = k.trim_start_matches("SLUICE_").to_ascii_lowercase();
+            assert!(
+                (err.contains(k) || err.contains(&setting)) && err.contains(want),
+                "{k}={v}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("250").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
+        assert!(parse_duration("1 fortnight").is_err());
+    }
+}

@@ -1,0 +1,487 @@
+//! `StreamingContext`: owns the graph, the inputs and outputs, and the batch scheduler.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::graph::{AnyNode, ComputeFn, Env, Node, NodeInfo, Registry};
+use crate::listener::{BatchInfo, StreamingListener};
+use crate::{BatchTime, DStream, EngineError, Result, StreamingConf};
+
+/// An input of the graph: decides the data of each batch.
+pub(crate) trait Input: Send + Sync {
+    /// A name for logs (`socket 127.0.0.1:9999`).
+    fn describe(&self) -> String;
+    /// Starts receiving (receivers start their threads here).
+    fn start(&self, env: &Env) -> Result<()>;
+    /// Fixes the data of batch `t` (blocks received so far, or an offset range) and
+    /// returns how many records it holds. Called once per batch, in time order, before
+    /// any job of `t` runs.
+    fn allocate(&self, t: BatchTime, env: &Env) -> Result<u64>;
+    /// Stops receiving new data (already received data stays to be allocated).
+    fn stop_receiving(&self);
+    /// Whether everything received has been allocated to a batch.
+    fn drained(&self) -> bool;
+    /// Forgets allocations of batches at or before `t` (they are processed).
+    fn forget(&self, t: BatchTime);
+}
+
+/// An output operation: runs once per batch time, in definition order.
+pub(crate) trait Output: Send + Sync {
+    fn describe(&self) -> String;
+    fn run(&self, t: BatchTime, env: &Env) -> Result<()>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Defining,
+    Running,
+    Stopped,
+}
+
+pub(crate) struct GraphState {
+    phase: Phase,
+    pub(crate) registry: Registry,
+    inputs: Vec<Arc<dyn Input>>,
+    outputs: Vec<Arc<dyn Output>>,
+    listeners: Vec<Arc<dyn StreamingListener>>,
+    scheduler: Option<JoinHandle<()>>,
+    result: Option<Result<()>>,
+}
+
+pub(crate) struct CtxInner {
+    pub(crate) conf: StreamingConf,
+    pub(crate) env: Env,
+    state: Mutex<GraphState>,
+    done: Condvar,
+    stop: AtomicBool,
+    graceful: AtomicBool,
+}
+
+impl std::fmt::Debug for CtxInner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamingContext")
+            .field("app", &self.conf.app_name)
+            .finish()
+    }
+}
+
+static ACTIVE: Mutex<Option<String>> = Mutex::new(None);
+
+fn active() -> MutexGuard<'static, Option<String>> {
+    ACTIVE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl CtxInner {
+    fn state(&self) -> MutexGuard<'_, GraphState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds a node; refused once the context has started.
+    pub(crate) fn add_node<T: Clone + Send + Sync + 'static>(
+        self: &Arc<Self>,
+        mut info: NodeInfo,
+        slide: Duration,
+        compute: ComputeFn<T>,
+    ) -> Result<Arc<Node<T>>> {
+        let mut st = self.state();
+        match st.phase {
+            Phase::Defining => {}
+            Phase::Running => {
+                return Err(EngineError::AfterStart {
+                    what: "add an operation",
+                })
+            }
+            Phase::Stopped => return Err(EngineError::Stopped),
+        }
+        if let Some(name) = &info.name {
+            if st
+                .registry
+                .nodes
+                .iter()
+                .any(|n| n.info().name.as_deref() == Some(name.as_str()))
+            {
+                return Err(EngineError::OperatorName {
+                    name: name.clone(),
+                    reason: "another operator already has this name; names must be unique".into(),
+                });
+            }
+        }
+        info.id = st.registry.nodes.len();
+        info.slide_ms = slide.as_millis() as u64;
+        let node = Arc::new(Node::new(info, slide, compute));
+        st.registry.nodes.push(node.clone() as Arc<dyn AnyNode>);
+        Ok(node)
+    }
+
+    pub(crate) fn add_input(&self, input: Arc<dyn Input>) -> Result<()> {
+        let mut st = self.state();
+        if st.phase != Phase::Defining {
+            return Err(EngineError::AfterStart {
+                what: "add an input",
+            });
+        }
+        st.inputs.push(input);
+        Ok(())
+    }
+
+    pub(crate) fn add_output(&self, output: Arc<dyn Output>) -> Result<()> {
+        let mut st = self.state();
+        match st.phase {
+            Phase::Defining => {}
+            Phase::Running => {
+                return Err(EngineError::AfterStart {
+                    what: "add an output",
+                })
+            }
+            Phase::Stopped => return Err(EngineError::Stopped),
+        }
+        st.outputs.push(output);
+        Ok(())
+    }
+
+    /// Checks that `d` is a positive multiple of the batch interval.
+    pub(crate) fn check_multiple(&self, what: &'static str, d: Duration) -> Result<()> {
+        let b = self.conf.batch_interval.as_millis();
+        let m = d.as_millis();
+        if m == 0 || !m.is_multiple_of(b) || !d.subsec_nanos().is_multiple_of(1_000_000) {
+            return Err(EngineError::NotMultipleOfBatch {
+                what,
+                duration: d,
+                batch: self.conf.batch_interval,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The entry point of a streaming job: define the graph on it, then `start` it.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use sluice::prelude::*;
+///
+/// let ssc = StreamingContext::new(StreamingConf::new("wordcount", Duration::from_secs(1)))?;
+/// let lines = ssc.generator_stream("lines", 1000, |n| format!("word{} other", n % 7))?;
+/// let counts = lines
+///     .flat_map(|l: &String| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())?
+///     .map(|w: &String| (w.clone(), 1u64))?
+///     .reduce_by_key(|a: &u64, b: &u64| a + b)?;
+/// counts.print(10)?;
+/// ssc.start()?;
+/// ssc.await_termination()?;
+/// # Ok::<(), sluice::EngineError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct StreamingContext {
+    pub(crate) inner: Arc<CtxInner>,
+}
+
+impl StreamingContext {
+    /// A context for `conf` (validated).
+    pub fn new(conf: StreamingConf) -> Result<Self> {
+        conf.validate()?;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(conf.parallelism)
+            .thread_name(|i| format!("sluice-cpu-{i}"))
+            .build()
+            .map_err(|e| EngineError::Config {
+                setting: "parallelism".into(),
+                reason: format!("cannot start the CPU pool: {e}"),
+            })?;
+        let env = Env {
+            zero: BatchTime(0),
+            batch: conf.batch_interval,
+            parallelism: conf.parallelism,
+            pool: Arc::new(pool),
+        };
+        Ok(StreamingContext {
+            inner: Arc::new(CtxInner {
+                conf,
+                env,
+                state: Mutex::new(GraphState {
+                    phase: Phase::Defining,
+                    registry: Registry::default(),
+                    inputs: Vec::new(),
+                    outputs: Vec::new(),
+                    listeners: Vec::new(),
+                    scheduler: None,
+                    result: None,
+                }),
+                done: Condvar::new(),
+                stop: AtomicBool::new(false),
+                graceful: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// The configuration.
+    pub fn conf(&self) -> &StreamingConf {
+        &self.inner.conf
+    }
+
+    /// Adds a listener for batch events.
+    pub fn add_listener(&self, l: Arc<dyn StreamingListener>) {
+        self.inner.state().listeners.push(l);
+    }
+
+    /// The graph: every node's descriptor, in definition order.
+    pub fn graph(&self) -> Vec<NodeInfo> {
+        self.inner
+            .state()
+            .registry
+            .nodes
+            .iter()
+            .map(|n| n.info().clone())
+            .collect()
+    }
+
+    /// A stream of `T` computed by `compute` at every batch time (for custom sources and
+    /// tests); `kind` names it in the graph.
+    pub(crate) fn node_stream<T: crate::Data>(
+        &self,
+        info: NodeInfo,
+        compute: ComputeFn<T>,
+    ) -> Result<DStream<T>> {
+        let node = self
+            .inner
+            .add_node(info, self.inner.conf.batch_interval, compute)?;
+        Ok(DStream {
+            ctx: self.inner.clone(),
+            node,
+        })
+    }
+
+    /// Starts the job: aligns the zero time to the batch interval, starts the inputs and
+    /// the scheduler. Errors for a second start, a start after stop, a graph without
+    /// outputs, or another active context in this process.
+    pub fn start(&self) -> Result<()> {
+        self.start_at(None)
+    }
+
+    pub(crate) fn start_at(&self, zero: Option<BatchTime>) -> Result<()> {
+        let mut st = self.inner.state();
+        match st.phase {
+            Phase::Defining => {}
+            Phase::Running => return Err(EngineError::AlreadyStarted),
+            Phase::Stopped => return Err(EngineError::Stopped),
+        }
+        if st.outputs.is_empty() {
+            return Err(EngineError::NoOutputs);
+        }
+        {
+            let mut a = active();
+            if let Some(other) = a.as_ref() {
+                return Err(EngineError::AnotherContextActive {
+                    other: other.clone(),
+                });
+            }
+            *a = Some(self.inner.conf.app_name.clone());
+        }
+        let b = self.inner.conf.batch_interval.as_millis() as u64;
+        let zero = zero.unwrap_or(BatchTime(now_ms() / b * b));
+        let env = Env {
+            zero,
+            ..self.inner.env.clone()
+        };
+        for input in &st.inputs {
+            tracing::info!(input = %input.describe(), "starting input");
+            if let Err(e) = input.start(&env) {
+                for i in &st.inputs {
+                    i.stop_receiving();
+                }
+                *active() = None;
+                return Err(e);
+            }
+        }
+        st.phase = Phase::Running;
+        let inner = self.inner.clone();
+        let handle = std::thread::Builder::new()
+            .name("sluice-scheduler".into())
+            .spawn(move || {
+                let res = run_scheduler(&inner, &env);
+                let mut st = inner.state();
+                for i in &st.inputs {
+                    i.stop_receiving();
+                }
+                st.phase = Phase::Stopped;
+                st.result = Some(res);
+                *active() = None;
+                inner.done.notify_all();
+            })
+            .map_err(|e| EngineError::io("the scheduler thread", e))?;
+        st.scheduler = Some(handle);
+        tracing::info!(app = %self.inner.conf.app_name, zero = zero.0, "streaming context started");
+        Ok(())
+    }
+
+    /// Blocks until the context stops; returns the error that stopped it, if any.
+    pub fn await_termination(&self) -> Result<()> {
+        self.await_termination_timeout(None).map(|_| ())
+    }
+
+    /// Like [`StreamingContext::await_termination`], giving up after `timeout`;
+    /// returns whether the context has stopped.
+    pub fn await_termination_timeout(&self, timeout: Option<Duration>) -> Result<bool> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut st = self.inner.state();
+        match st.phase {
+            Phase::Defining => return Err(EngineError::NotStarted),
+            Phase::Stopped => {}
+            Phase::Running => loop {
+                if st.phase == Phase::Stopped {
+                    break;
+                }
+                match deadline {
+                    None => {
+                        st = self.inner.done.wait(st).unwrap_or_else(|e| e.into_inner());
+                    }
+                    Some(d) => {
+                        let left = d.saturating_duration_since(Instant::now());
+                        if left.is_zero() {
+                            return Ok(false);
+                        }
+                        st = self
+                            .inner
+                            .done
+                            .wait_timeout(st, left)
+                            .unwrap_or_else(|e| e.into_inner())
+                            .0;
+                    }
+                }
+            },
+        }
+        if let Some(h) = st.scheduler.take() {
+            drop(st);
+            let _ = h.join();
+            st = self.inner.state();
+        }
+        match st.result.take() {
+            Some(Err(e)) => Err(e),
+            _ => Ok(true),
+        }
+    }
+
+    /// Stops the job. Graceful: stop receiving, process everything already received,
+    /// then stop. Otherwise stop after the batch in progress.
+    pub fn stop(&self, graceful: bool) -> Result<()> {
+        {
+            let mut st = self.inner.state();
+            match st.phase {
+                Phase::Defining => {
+                    st.phase = Phase::Stopped;
+                    return Ok(());
+                }
+                Phase::Stopped => return Ok(()),
+                Phase::Running => {}
+            }
+            for i in &st.inputs {
+                i.stop_receiving();
+            }
+        }
+        self.inner.graceful.store(graceful, Ordering::SeqCst);
+        self.inner.stop.store(true, Ordering::SeqCst);
+        self.inner.done.notify_all();
+        if std::thread::current().name() == Some("sluice-scheduler") {
+            // Called from inside a batch (an output): the scheduler stops after it.
+            return Ok(());
+        }
+        self.await_termination()
+    }
+}
+
+fn run_scheduler(inner: &Arc<CtxInner>, env: &Env) -> Result<()> {
+    let (inputs, outputs, nodes) = {
+        let st = inner.state();
+        (
+            st.inputs.clone(),
+            st.outputs.clone(),
+            st.registry.nodes.clone(),
+        )
+    };
+    let mut t = env.zero.plus(env.batch);
+    loop {
+        // Wait for the batch time, or a stop.
+        let mut st = inner.state();
+        loop {
+            if inner.stop.load(Ordering::SeqCst) {
+                break;
+            }
+            let now = now_ms();
+            if now >= t.0 {
+                break;
+            }
+            st = inner
+                .done
+                .wait_timeout(st, Duration::from_millis(t.0 - now))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        let listeners = st.listeners.clone();
+        drop(st);
+        if inner.stop.load(Ordering::SeqCst) {
+            if !inner.graceful.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            if inputs.iter().all(|i| i.drained()) {
+                return Ok(());
+            }
+        }
+        run_batch(t, env, &inputs, &outputs, &nodes, &listeners)?;
+        t = t.plus(env.batch);
+    }
+}
+
+fn run_batch(
+    t: BatchTime,
+    env: &Env,
+    inputs: &[Arc<dyn Input>],
+    outputs: &[Arc<dyn Output>],
+    nodes: &[Arc<dyn AnyNode>],
+    listeners: &[Arc<dyn StreamingListener>],
+) -> Result<()> {
+    let span = tracing::info_span!("batch", time = t.0);
+    let _g = span.enter();
+    let submitted = Instant::now();
+    let mut records = 0;
+    for input in inputs {
+        records += input.allocate(t, env)?;
+    }
+    let mut info = BatchInfo {
+        time: t,
+        records,
+        scheduling_delay: Duration::from_millis(now_ms().saturating_sub(t.0)),
+        processing_delay: None,
+    };
+    for l in listeners {
+        l.on_batch_submitted(&info);
+        l.on_batch_started(&info);
+    }
+    let started = Instant::now();
+    for out in outputs {
+        out.run(t, env).map_err(|e| EngineError::Batch {
+            time: t,
+            output: out.describe(),
+            cause: Box::new(e),
+        })?;
+    }
+    info.processing_delay = Some(started.elapsed());
+    for n in nodes {
+        n.forget(t, env.batch);
+    }
+    for i in inputs {
+        i.forget(t);
+    }
+    tracing::debug!(records, took = ?submitted.elapsed(), "batch done");
+    for l in listeners {
+        l.on_batch_completed(&info);
+    }
+    Ok(())
+}

@@ -1,0 +1,318 @@
+//! `DStream<T>`: a typed handle into the graph, with the element-wise and whole-batch
+//! transformations and the window operations.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::context::CtxInner;
+use crate::graph::{Env, Node, NodeInfo};
+use crate::{Batch, BatchTime, Data, Result};
+
+/// A discretized stream: at every batch time it holds one [`Batch`] of `T`.
+pub struct DStream<T> {
+    pub(crate) ctx: Arc<CtxInner>,
+    pub(crate) node: Arc<Node<T>>,
+}
+
+impl<T> Clone for DStream<T> {
+    fn clone(&self) -> Self {
+        DStream {
+            ctx: self.ctx.clone(),
+            node: self.node.clone(),
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for DStream<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DStream")
+            .field("id", &self.node.info.id)
+            .field("kind", &self.node.info.kind)
+            .finish()
+    }
+}
+
+/// A deterministic hash, the same in every process and run, so shuffles (and with them
+/// the partitions a sink sees) are the same when a batch is replayed.
+pub(crate) fn stable_hash<K: Hash>(k: &K) -> u64 {
+    std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+        .hash_one(k)
+}
+
+/// Splits keyed partitions into `n` partitions by key hash.
+pub(crate) fn shuffle<K: Hash + Clone, V: Clone>(
+    parts: &[Vec<(K, V)>],
+    n: usize,
+) -> Vec<Vec<(K, V)>> {
+    let mut out: Vec<Vec<(K, V)>> = (0..n).map(|_| Vec::new()).collect();
+    for p in parts {
+        for (k, v) in p {
+            out[(stable_hash(k) % n as u64) as usize].push((k.clone(), v.clone()));
+        }
+    }
+    out
+}
+
+impl<T: Data> DStream<T> {
+    /// The node's descriptor.
+    pub fn info(&self) -> &NodeInfo {
+        &self.node.info
+    }
+
+    /// How often this stream produces a batch.
+    pub fn slide(&self) -> Duration {
+        self.node.slide
+    }
+
+    pub(crate) fn info_for<U>(&self, kind: &str, parents: Vec<usize>) -> NodeInfo {
+        NodeInfo {
+            id: 0,
+            kind: kind.into(),
+            name: None,
+            parents,
+            type_name: std::any::type_name::<U>().into(),
+            state_type: None,
+            window_ms: None,
+            slide_ms: 0,
+        }
+    }
+
+    /// Adds a node reading this stream (and maybe others) that produces batches on
+    /// `slide`.
+    pub(crate) fn derive<U: Data>(
+        &self,
+        info: NodeInfo,
+        slide: Duration,
+        compute: impl Fn(BatchTime, &Env) -> Result<Batch<U>> + Send + Sync + 'static,
+    ) -> Result<DStream<U>> {
+        let node = self.ctx.add_node(info, slide, Box::new(compute))?;
+        Ok(DStream {
+            ctx: self.ctx.clone(),
+            node,
+        })
+    }
+
+    /// The batch of this stream at `t` (computing it if needed).
+    pub(crate) fn batch(&self, t: BatchTime, env: &Env) -> Result<Batch<T>> {
+        self.node.get(t, env)
+    }
+
+    /// A per-partition transformation (runs partitions in parallel).
+    fn per_partition<U: Data>(
+        &self,
+        kind: &str,
+        f: impl Fn(&[T]) -> Vec<U> + Send + Sync + 'static,
+    ) -> Result<DStream<U>> {
+        let parent = self.clone();
+        let info = self.info_for::<U>(kind, vec![self.node.info.id]);
+        self.derive(info, self.slide(), move |t, env| {
+            let b = parent.batch(t, env)?;
+            Ok(Batch::from_partitions(
+                env.par_map(b.partitions(), |p| f(p)),
+            ))
+        })
+    }
+
+    /// Applies `f` to every element.
+    pub fn map<U: Data>(&self, f: impl Fn(&T) -> U + Send + Sync + 'static) -> Result<DStream<U>> {
+        self.per_partition("map", move |p| p.iter().map(&f).collect())
+    }
+
+    /// Applies `f` to every element and flattens the results.
+    pub fn flat_map<U: Data, I: IntoIterator<Item = U>>(
+        &self,
+        f: impl Fn(&T) -> I + Send + Sync + 'static,
+    ) -> Result<DStream<U>> {
+        self.per_partition("flat_map", move |p| p.iter().flat_map(&f).collect())
+    }
+
+    /// Keeps the elements for which `f` is true.
+    pub fn filter(&self, f: impl Fn(&T) -> bool + Send + Sync + 'static) -> Result<DStream<T>> {
+        self.per_partition("filter", move |p| {
+            p.iter().filter(|x| f(x)).cloned().collect()
+        })
+    }
+
+    /// Applies `f` to each whole partition.
+    pub fn map_partitions<U: Data>(
+        &self,
+        f: impl Fn(&[T]) -> Vec<U> + Send + Sync + 'static,
+    ) -> Result<DStream<U>> {
+        self.per_partition("map_partitions", f)
+    }
+
+    /// Redistributes the elements round-robin over `n` partitions.
+    pub fn repartition(&self, n: usize) -> Result<DStream<T>> {
+        let n = n.max(1);
+        let parent = self.clone();
+        let info = self.info_for::<T>("repartition", vec![self.node.info.id]);
+        self.derive(info, self.slide(), move |t, env| {
+            let b = parent.batch(t, env)?;
+            let mut out: Vec<Vec<T>> = (0..n).map(|_| Vec::new()).collect();
+            for (i, x) in b.iter().enumerate() {
+                out[i % n].push(x.clone());
+            }
+            Ok(Batch::from_partitions(out))
+        })
+    }
+
+    /// The elements of this stream and of `other`, batch by batch.
+    pub fn union(&self, other: &DStream<T>) -> Result<DStream<T>> {
+        Self::union_all(&[self.clone(), other.clone()])
+    }
+
+    /// The elements of all `streams`, batch by batch (they must share a slide).
+    pub fn union_all(streams: &[DStream<T>]) -> Result<DStream<T>> {
+        let first = streams.first().ok_or_else(|| crate::EngineError::Config {
+            setting: "union".into(),
+            reason: "needs at least one stream".into(),
+        })?;
+        let parents: Vec<DStream<T>> = streams.to_vec();
+        let info = first.info_for::<T>("union", streams.iter().map(|s| s.node.info.id).collect());
+        first.derive(info, first.slide(), move |t, env| {
+            let mut parts = Vec::new();
+            for p in &parents {
+                parts.extend(p.batch(t, env)?.partitions().iter().cloned());
+            }
+            Ok(Batch::from_partitions(parts))
+        })
+    }
+
+    /// The number of elements of each batch (one element per batch).
+    pub fn count(&self) -> Result<DStream<u64>> {
+        let parent = self.clone();
+        let info = self.info_for::<u64>("count", vec![self.node.info.id]);
+        self.derive(info, self.slide(), move |t, env| {
+            Ok(Batch::from_vec(vec![parent.batch(t, env)?.len() as u64]))
+        })
+    }
+
+    /// Reduces each batch to one element with an associative `f` (no element for an
+    /// empty batch).
+    pub fn reduce(&self, f: impl Fn(&T, &T) -> T + Send + Sync + 'static) -> Result<DStream<T>> {
+        let parent = self.clone();
+        let info = self.info_for::<T>("reduce", vec![self.node.info.id]);
+        self.derive(info, self.slide(), move |t, env| {
+            let b = parent.batch(t, env)?;
+            let partials: Vec<Option<T>> = env.par_map(b.partitions(), |p| {
+                let mut it = p.iter();
+                let first = it.next()?.clone();
+                Some(it.fold(first, |acc, x| f(&acc, x)))
+            });
+            let total = partials.into_iter().flatten().reduce(|a, b| f(&a, &b));
+            Ok(Batch::from_vec(total.into_iter().collect()))
+        })
+    }
+
+    /// How often each distinct element occurs in each batch.
+    pub fn count_by_value(&self) -> Result<DStream<(T, u64)>>
+    where
+        T: Hash + Eq,
+    {
+        self.map(|x| (x.clone(), 1u64))?.reduce_by_key(|a, b| a + b)
+    }
+
+    /// Any batch-to-batch function, given the batch time; e.g. a join with a static
+    /// dataset. `f` sees the whole batch.
+    pub fn transform<U: Data>(
+        &self,
+        f: impl Fn(&Batch<T>, BatchTime) -> Result<Vec<U>> + Send + Sync + 'static,
+    ) -> Result<DStream<U>> {
+        let parent = self.clone();
+        let info = self.info_for::<U>("transform", vec![self.node.info.id]);
+        self.derive(info, self.slide(), move |t, env| {
+            Ok(Batch::from_vec(f(&parent.batch(t, env)?, t)?))
+        })
+    }
+
+    /// A function of this stream's batch and `other`'s batch at the same time.
+    pub fn transform_with<U: Data, V: Data>(
+        &self,
+        other: &DStream<U>,
+        f: impl Fn(&Batch<T>, &Batch<U>, BatchTime) -> Result<Vec<V>> + Send + Sync + 'static,
+    ) -> Result<DStream<V>> {
+        let (a, b) = (self.clone(), other.clone());
+        let info = self.info_for::<V>(
+            "transform_with",
+            vec![self.node.info.id, other.node.info.id],
+        );
+        self.derive(info, self.slide(), move |t, env| {
+            Ok(Batch::from_vec(f(&a.batch(t, env)?, &b.batch(t, env)?, t)?))
+        })
+    }
+
+    /// The elements of the last `window` of time, every `slide` (both multiples of the
+    /// batch interval; the window a multiple of the slide's batch too).
+    pub fn window(&self, window: Duration, slide: Duration) -> Result<DStream<T>> {
+        self.ctx.check_multiple("window length", window)?;
+        self.ctx.check_multiple("slide", slide)?;
+        let parent = self.clone();
+        // The parent keeps its batches as long as the window spans.
+        crate::graph::AnyNode::remember(&*self.node, window);
+        let mut info = self.info_for::<T>("window", vec![self.node.info.id]);
+        info.window_ms = Some((window.as_millis() as u64, slide.as_millis() as u64));
+        let step = self.slide();
+        self.derive(info, slide, move |t, env| {
+            let mut parts = Vec::new();
+            for s in window_times(t, window, step, env) {
+                parts.extend(parent.batch(s, env)?.partitions().iter().cloned());
+            }
+            Ok(Batch::from_partitions(parts))
+        })
+    }
+
+    /// The number of elements in each window.
+    pub fn count_by_window(&self, window: Duration, slide: Duration) -> Result<DStream<u64>> {
+        self.window(window, slide)?.count()
+    }
+
+    /// Each window reduced to one element.
+    pub fn reduce_by_window(
+        &self,
+        f: impl Fn(&T, &T) -> T + Send + Sync + 'static,
+        window: Duration,
+        slide: Duration,
+    ) -> Result<DStream<T>> {
+        self.window(window, slide)?.reduce(f)
+    }
+}
+
+/// The parent batch times in the window ending at `t`: `(t - window, t]` on `step`.
+pub(crate) fn window_times(
+    t: BatchTime,
+    window: Duration,
+    step: Duration,
+    env: &Env,
+) -> Vec<BatchTime> {
+    let step = step.as_millis() as u64;
+    let lo = t.0.saturating_sub(window.as_millis() as u64);
+    let mut out = Vec::new();
+    let mut s = t.0;
+    while s > lo && s > env.zero.0 {
+        out.push(BatchTime(s));
+        if s < step {
+            break;
+        }
+        s -= step;
+    }
+    out.reverse();
+    out
+}
+
+/// Groups `(K, V)` pairs by key, preserving first-seen order of keys within a partition.
+pub(crate) fn group_partition<K: Hash + Eq + Clone, V: Clone>(p: &[(K, V)]) -> Vec<(K, Vec<V>)> {
+    let mut idx: HashMap<&K, usize> = HashMap::new();
+    let mut out: Vec<(K, Vec<V>)> = Vec::new();
+    for (k, v) in p {
+        match idx.get(k) {
+            Some(&i) => out[i].1.push(v.clone()),
+            None => {
+                idx.insert(k, out.len());
+                out.push((k.clone(), vec![v.clone()]));
+            }
+        }
+    }
+    out
+}

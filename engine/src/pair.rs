@@ -1,0 +1,333 @@
+//! Operations on keyed streams `DStream<(K, V)>`: per-key reductions, joins, cogroup,
+//! and the stateful `update_state_by_key`.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+use crate::dstream::{group_partition, shuffle};
+use crate::graph::{Env, Node};
+use crate::{Batch, BatchTime, DStream, Data, EngineError, Result};
+
+/// Checks a stateful operator's name: non-empty, printable, at most 128 bytes.
+pub(crate) fn check_name(name: &str) -> Result<()> {
+    let bad = |reason: &str| {
+        Err(EngineError::OperatorName {
+            name: name.into(),
+            reason: reason.into(),
+        })
+    };
+    if name.trim().is_empty() {
+        return bad("a stateful operator needs a non-empty name, stable across restarts");
+    }
+    if name.len() > 128 || name.chars().any(char::is_control) {
+        return bad("use at most 128 printable characters");
+    }
+    Ok(())
+}
+
+impl<K: Data + Hash + Eq, V: Data> DStream<(K, V)> {
+    /// Applies `f` to every value, keeping the key.
+    pub fn map_values<W: Data>(
+        &self,
+        f: impl Fn(&V) -> W + Send + Sync + 'static,
+    ) -> Result<DStream<(K, W)>> {
+        self.map(move |(k, v)| (k.clone(), f(v)))
+    }
+
+    /// Shuffles by key into `parallelism` partitions and combines values per key with
+    /// an associative and commutative `f` (combined within each input partition first).
+    pub fn reduce_by_key(
+        &self,
+        f: impl Fn(&V, &V) -> V + Send + Sync + 'static,
+    ) -> Result<DStream<(K, V)>> {
+        let parent = self.clone();
+        let info = self.info_for::<(K, V)>("reduce_by_key", vec![self.node.info.id]);
+        let f = Arc::new(f);
+        self.derive(info, self.slide(), move |t, env| {
+            let b = parent.batch(t, env)?;
+            Ok(reduce_batch(&b, env, &*f))
+        })
+    }
+
+    /// Shuffles by key and collects every key's values.
+    pub fn group_by_key(&self) -> Result<DStream<(K, Vec<V>)>> {
+        let parent = self.clone();
+        let info = self.info_for::<(K, Vec<V>)>("group_by_key", vec![self.node.info.id]);
+        self.derive(info, self.slide(), move |t, env| {
+            let b = parent.batch(t, env)?;
+            let parts = shuffle(b.partitions(), env.parallelism);
+            Ok(Batch::from_partitions(
+                env.par_map(&parts, |p| group_partition(p)),
+            ))
+        })
+    }
+
+    /// For each key in either stream's batch: the values from both.
+    pub fn cogroup<W: Data>(
+        &self,
+        other: &DStream<(K, W)>,
+    ) -> Result<DStream<(K, (Vec<V>, Vec<W>))>> {
+        let (a, b) = (self.clone(), other.clone());
+        let info = self.info_for::<(K, (Vec<V>, Vec<W>))>(
+            "cogroup",
+            vec![self.node.info.id, other.node.info.id],
+        );
+        self.derive(info, self.slide(), move |t, env| {
+            let left = shuffle(a.batch(t, env)?.partitions(), env.parallelism);
+            let right = shuffle(b.batch(t, env)?.partitions(), env.parallelism);
+            let pairs: Vec<(&Vec<(K, V)>, &Vec<(K, W)>)> = left.iter().zip(right.iter()).collect();
+            Ok(Batch::from_partitions(
+                env.par_map(&pairs, |(l, r)| cogroup_partition(l, r)),
+            ))
+        })
+    }
+
+    /// Inner join of the two streams' batches at each time.
+    pub fn join<W: Data>(&self, other: &DStream<(K, W)>) -> Result<DStream<(K, (V, W))>> {
+        self.cogroup_flat("join", other, |vs, ws| {
+            let mut out = Vec::new();
+            for v in vs {
+                for w in ws {
+                    out.push((v.clone(), w.clone()));
+                }
+            }
+            out
+        })
+    }
+
+    /// Left outer join: every left value, with `None` where the key has no right value.
+    pub fn left_outer_join<W: Data>(
+        &self,
+        other: &DStream<(K, W)>,
+    ) -> Result<DStream<(K, (V, Option<W>))>> {
+        self.cogroup_flat("left_outer_join", other, |vs, ws| {
+            let mut out = Vec::new();
+            for v in vs {
+                if ws.is_empty() {
+                    out.push((v.clone(), None));
+                }
+                for w in ws {
+                    out.push((v.clone(), Some(w.clone())));
+                }
+            }
+            out
+        })
+    }
+
+    /// Right outer join: every right value, with `None` where the key has no left value.
+    pub fn right_outer_join<W: Data>(
+        &self,
+        other: &DStream<(K, W)>,
+    ) -> Result<DStream<(K, (Option<V>, W))>> {
+        self.cogroup_flat("right_outer_join", other, |vs, ws| {
+            let mut out = Vec::new();
+            for w in ws {
+                if vs.is_empty() {
+                    out.push((None, w.clone()));
+                }
+                for v in vs {
+                    out.push((Some(v.clone()), w.clone()));
+                }
+            }
+            out
+        })
+    }
+
+    /// Full outer join: every value of either side, `None` where the other has none.
+    pub fn full_outer_join<W: Data>(
+        &self,
+        other: &DStream<(K, W)>,
+    ) -> Result<DStream<(K, (Option<V>, Option<W>))>> {
+        self.cogroup_flat("full_outer_join", other, |vs, ws| {
+            let mut out = Vec::new();
+            if ws.is_empty() {
+                out.extend(vs.iter().map(|v| (Some(v.clone()), None)));
+            } else if vs.is_empty() {
+                out.extend(ws.iter().map(|w| (None, Some(w.clone()))));
+            } else {
+                for v in vs {
+                    for w in ws {
+                        out.push((Some(v.clone()), Some(w.clone())));
+                    }
+                }
+            }
+            out
+        })
+    }
+
+    fn cogroup_flat<W: Data, R: Data>(
+        &self,
+        kind: &str,
+        other: &DStream<(K, W)>,
+        f: impl Fn(&[V], &[W]) -> Vec<R> + Send + Sync + 'static,
+    ) -> Result<DStream<(K, R)>> {
+        let (a, b) = (self.clone(), other.clone());
+        let info = self.info_for::<(K, R)>(kind, vec![self.node.info.id, other.node.info.id]);
+        self.derive(info, self.slide(), move |t, env| {
+            let left = shuffle(a.batch(t, env)?.partitions(), env.parallelism);
+            let right = shuffle(b.batch(t, env)?.partitions(), env.parallelism);
+            let pairs: Vec<(&Vec<(K, V)>, &Vec<(K, W)>)> = left.iter().zip(right.iter()).collect();
+            Ok(Batch::from_partitions(env.par_map(&pairs, |(l, r)| {
+                cogroup_partition(l, r)
+                    .into_iter()
+                    .flat_map(|(k, (vs, ws))| f(&vs, &ws).into_iter().map(move |x| (k.clone(), x)))
+                    .collect()
+            })))
+        })
+    }
+
+    /// Keeps a state per key across batches: at every batch, `f(new values of the key,
+    /// previous state)` gives the new state (`None` removes the key); keys without new
+    /// values are called with an empty slice. The stream holds every key's state after
+    /// each batch. `name` identifies the state across restarts and must be unique.
+    pub fn update_state_by_key<S: Data>(
+        &self,
+        name: &str,
+        f: impl Fn(&[V], Option<&S>) -> Option<S> + Send + Sync + 'static,
+    ) -> Result<DStream<(K, S)>> {
+        self.update_state_by_key_with_initial(name, f, Vec::new())
+    }
+
+    /// [`DStream::update_state_by_key`] starting from `initial` state.
+    pub fn update_state_by_key_with_initial<S: Data>(
+        &self,
+        name: &str,
+        f: impl Fn(&[V], Option<&S>) -> Option<S> + Send + Sync + 'static,
+        initial: Vec<(K, S)>,
+    ) -> Result<DStream<(K, S)>> {
+        check_name(name)?;
+        let parent = self.clone();
+        let mut info = self.info_for::<(K, S)>("update_state_by_key", vec![self.node.info.id]);
+        info.name = Some(name.into());
+        info.state_type = Some(std::any::type_name::<S>().into());
+        let me: Arc<OnceLock<Weak<Node<(K, S)>>>> = Arc::new(OnceLock::new());
+        let me2 = me.clone();
+        let slide = self.slide();
+        let initial = Arc::new(initial);
+        let out = self.derive(info, slide, move |t, env| {
+            let prev = previous_state(&me2, t, slide, env, &initial)?;
+            let new = shuffle(parent.batch(t, env)?.partitions(), env.parallelism);
+            let pairs: Vec<(&Vec<(K, S)>, &Vec<(K, V)>)> =
+                prev.partitions().iter().zip(new.iter()).collect();
+            Ok(Batch::from_partitions(env.par_map(&pairs, |(old, new)| {
+                update_partition(old, new, &f)
+            })))
+        })?;
+        let _ = me.set(Arc::downgrade(&out.node));
+        Ok(out)
+    }
+}
+
+/// Combines values per key within partitions, shuffles, and combines again.
+pub(crate) fn reduce_batch<K: Data + Hash + Eq, V: Data>(
+    b: &Batch<(K, V)>,
+    env: &Env,
+    f: &(dyn Fn(&V, &V) -> V + Send + Sync),
+) -> Batch<(K, V)> {
+    let combine = |p: &[(K, V)]| -> Vec<(K, V)> {
+        let mut idx: HashMap<&K, usize> = HashMap::new();
+        let mut out: Vec<(K, V)> = Vec::new();
+        for (k, v) in p {
+            match idx.get(k) {
+                Some(&i) => out[i].1 = f(&out[i].1, v),
+                None => {
+                    idx.insert(k, out.len());
+                    out.push((k.clone(), v.clone()));
+                }
+            }
+        }
+        out
+    };
+    let local = env.par_map(b.partitions(), |p| combine(p));
+    let parts = shuffle(&local, env.parallelism);
+    Batch::from_partitions(env.par_map(&parts, |p| combine(p)))
+}
+
+fn cogroup_partition<K: Hash + Eq + Clone, V: Clone, W: Clone>(
+    l: &[(K, V)],
+    r: &[(K, W)],
+) -> Vec<(K, (Vec<V>, Vec<W>))> {
+    let mut idx: HashMap<K, usize> = HashMap::new();
+    let mut out: Vec<(K, (Vec<V>, Vec<W>))> = Vec::new();
+    for (k, v) in l {
+        let i = *idx.entry(k.clone()).or_insert_with(|| {
+            out.push((k.clone(), (Vec::new(), Vec::new())));
+            out.len() - 1
+        });
+        out[i].1 .0.push(v.clone());
+    }
+    for (k, w) in r {
+        let i = *idx.entry(k.clone()).or_insert_with(|| {
+            out.push((k.clone(), (Vec::new(), Vec::new())));
+            out.len() - 1
+        });
+        out[i].1 .1.push(w.clone());
+    }
+    out
+}
+
+/// The state before batch `t`: the node's own batch at `t - slide`, or the initial state
+/// (shuffled into partitions) at the first batch.
+pub(crate) fn previous_state<K: Data + Hash + Eq, S: Data>(
+    me: &OnceLock<Weak<Node<(K, S)>>>,
+    t: BatchTime,
+    slide: Duration,
+    env: &Env,
+    initial: &[(K, S)],
+) -> Result<Batch<(K, S)>> {
+    let prev_t = t.minus(slide);
+    if prev_t <= env.zero {
+        return Ok(Batch::from_partitions(shuffle(
+            &[initial.to_vec()],
+            env.parallelism,
+        )));
+    }
+    let node = me
+        .get()
+        .and_then(Weak::upgrade)
+        .ok_or_else(|| EngineError::User("a stateful operator lost its own node".into()))?;
+    let b = node.get(prev_t, env)?;
+    if b.partitions().len() == env.parallelism {
+        Ok(b)
+    } else {
+        Ok(Batch::from_partitions(shuffle(
+            b.partitions(),
+            env.parallelism,
+        )))
+    }
+}
+
+fn update_partition<K: Hash + Eq + Clone, V: Clone, S: Clone>(
+    old: &[(K, S)],
+    new: &[(K, V)],
+    f: &(impl Fn(&[V], Option<&S>) -> Option<S> + ?Sized),
+) -> Vec<(K, S)> {
+    let mut values: HashMap<&K, Vec<V>> = HashMap::new();
+    let mut order: Vec<&K> = Vec::new();
+    for (k, v) in new {
+        values
+            .entry(k)
+            .or_insert_with(|| {
+                order.push(k);
+                Vec::new()
+            })
+            .push(v.clone());
+    }
+    let mut out = Vec::with_capacity(old.len() + order.len());
+    for (k, s) in old {
+        let vs = values.remove(k).unwrap_or_default();
+        if let Some(s2) = f(&vs, Some(s)) {
+            out.push((k.clone(), s2));
+        }
+    }
+    for k in order {
+        if let Some(vs) = values.remove(k) {
+            if let Some(s) = f(&vs, None) {
+                out.push((k.clone(), s));
+            }
+        }
+    }
+    out
+}
