@@ -84,24 +84,54 @@ impl Location {
 /// `AWS_SECRET_ACCESS_KEY`; plain HTTP is allowed when the endpoint is `http://`), or
 /// `rocksdb://PATH`.
 pub fn open_location(url: &str) -> Result<Arc<dyn CheckpointStore>> {
+    open_location_with(url, &[])
+}
+
+/// [`open_location`] with S3 settings that take precedence over the environment, as
+/// `(AWS_* variable name, value)` pairs (e.g. from `sluice_testkit::s3_env`).
+pub fn open_location_with(
+    url: &str,
+    s3_overrides: &[(String, String)],
+) -> Result<Arc<dyn CheckpointStore>> {
     match Location::parse(url)? {
         Location::Local(dir) => Ok(Arc::new(LocalStore::open(dir)?)),
         Location::Rocks(path) => Ok(Arc::new(RocksStore::open(path)?)),
         Location::S3 { bucket, prefix } => {
-            let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(&bucket);
-            let endpoint = std::env::var("AWS_ENDPOINT_URL")
-                .or_else(|_| std::env::var("AWS_ENDPOINT"))
-                .ok();
-            if let Some(endpoint) = endpoint {
+            let bad = |reason: String| CheckpointError::InvalidLocation {
+                url: url.to_owned(),
+                reason,
+            };
+            let mut b = object_store::aws::AmazonS3Builder::from_env();
+            let lookup = |name: &str| {
+                s3_overrides
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.clone())
+                    .or_else(|| std::env::var(name).ok())
+            };
+            for (k, v) in s3_overrides {
+                if k == "AWS_DEFAULT_REGION" || k == "AWS_BUCKET" {
+                    continue;
+                }
+                let key = k
+                    .to_ascii_lowercase()
+                    .parse()
+                    .map_err(|e| bad(format!("setting {k}: {e}")))?;
+                b = b.with_config(key, v);
+            }
+            if let Some(region) = lookup("AWS_REGION").or_else(|| lookup("AWS_DEFAULT_REGION")) {
+                b = b.with_region(region);
+            }
+            if let Some(endpoint) = lookup("AWS_ENDPOINT_URL").or_else(|| lookup("AWS_ENDPOINT")) {
                 if endpoint.starts_with("http://") {
                     b = b.with_allow_http(true);
                 }
                 b = b.with_endpoint(endpoint);
             }
-            let store = b.build().map_err(|e| CheckpointError::InvalidLocation {
-                url: url.to_owned(),
-                reason: e.to_string(),
-            })?;
+            let store = b
+                .with_bucket_name(&bucket)
+                .build()
+                .map_err(|e| bad(e.to_string()))?;
             let display = format!("s3://{bucket}/{prefix}");
             Ok(Arc::new(ObjectCheckpointStore::new(
                 Arc::new(store),

@@ -205,7 +205,10 @@ impl CheckpointStore for ObjectCheckpointStore {
                 })
                 .await
             })?
-            .map_err(|e| self.err(&self.prefix, e))?;
+            .map_err(|source| CheckpointError::ObjectStore {
+                path: format!("{} (listing)", self.display),
+                source,
+            })?;
         let depth = self.prefix.parts().count();
         Ok(metas
             .into_iter()

@@ -158,21 +158,23 @@ pub trait CheckpointStore: Send + Sync + fmt::Debug {
     /// Publishes a metadata checkpoint (see [`PutOutcome`] for what is refused).
     fn put_checkpoint(&self, id: CheckpointId, payload: &[u8]) -> Result<PutOutcome> {
         let name = id.file_name();
+        let file = encode_checkpoint(id, payload);
+        let present = self.list_checkpoints()?;
+        if present.contains(&id) {
+            // Rule: a put never replaces anything (a retried put finds its own bytes).
+            let identical = self.get(&name)?.is_some_and(|b| b == file);
+            return Ok(PutOutcome::AlreadyExists { identical });
+        }
         // Rule: a checkpoint for an older batch never replaces a newer one. Only a
         // newer checkpoint that reads back whole counts: after a fallback past a
         // damaged newest file, re-run batches must be able to checkpoint again.
-        let mut newer: Vec<CheckpointId> = self
-            .list_checkpoints()?
-            .into_iter()
-            .filter(|c| *c > id)
-            .collect();
+        let mut newer: Vec<CheckpointId> = present.into_iter().filter(|c| *c > id).collect();
         newer.sort_unstable_by(|a, b| b.cmp(a));
         for n in newer {
             if self.read_checkpoint(n).is_ok() {
                 return Ok(PutOutcome::Superseded { newest: n });
             }
         }
-        let file = encode_checkpoint(id, payload);
         if self.put_new(&name, &file)? {
             return Ok(PutOutcome::Published);
         }
