@@ -10,9 +10,12 @@
 //! ```
 //!
 //! `f` is a **full** snapshot (every key), `d` an **incremental** one (keys changed or
-//! removed since its base). Keys are split into partitions by CRC32 of the key, and
-//! each partition into chunks of at most [`SnapshotOptions::chunk_bytes`]. Every file
-//! is wrapped in the CRC-checked envelope of [`crate::format`].
+//! removed since its base). A full snapshot's keys are split into partitions by CRC32
+//! of the key, and each partition into chunks of at most
+//! [`SnapshotOptions::chunk_bytes`]. A delta is one unpartitioned run of chunks; a
+//! delta of at most [`SnapshotOptions::inline_delta_bytes`] is stored inside its
+//! manifest instead (one object, one publish). Every file is wrapped in the
+//! CRC-checked envelope of [`crate::format`].
 //!
 //! Chunk payload: u32 partition, u32 chunk index, u64 entry count, then per entry a tag
 //! byte (1 = put, 0 = remove), u32 key length, key, and for a put u32 value length and
@@ -50,6 +53,9 @@ pub struct SnapshotOptions {
     /// After this many deltas on top of a full snapshot, [`StateSnapshots::needs_compaction`]
     /// says to write a full one.
     pub max_deltas: usize,
+    /// An incremental snapshot whose changes fit in this many bytes is stored inside
+    /// its manifest (one object, one publish) instead of in chunk files.
+    pub inline_delta_bytes: usize,
 }
 
 impl Default for SnapshotOptions {
@@ -58,6 +64,7 @@ impl Default for SnapshotOptions {
             partitions: 8,
             chunk_bytes: 4 << 20,
             max_deltas: 8,
+            inline_delta_bytes: 1 << 20,
         }
     }
 }
@@ -102,6 +109,9 @@ pub struct Layer {
     pub kind: LayerKind,
     /// Its chunk files.
     pub files: Vec<FileRef>,
+    /// A small delta's entries, stored in the manifest itself (chunk payload format,
+    /// covered by the manifest's CRC); empty otherwise.
+    pub inline: Vec<u8>,
 }
 
 /// What the engine stores in its metadata checkpoint to name a snapshot.
@@ -207,11 +217,15 @@ impl ChunkBuf {
         self.buf.extend_from_slice(key);
         self.entries += 1;
     }
-    fn finish(mut self) -> (Vec<u8>, u64) {
+    fn finish_body(mut self) -> Vec<u8> {
         self.buf[0..4].copy_from_slice(&self.partition.to_le_bytes());
         self.buf[4..8].copy_from_slice(&self.index.to_le_bytes());
         self.buf[8..16].copy_from_slice(&self.entries.to_le_bytes());
-        (format::encode(CHUNK_MAGIC, &self.buf), self.entries)
+        self.buf
+    }
+    fn finish(self) -> (Vec<u8>, u64) {
+        let entries = self.entries;
+        (format::encode(CHUNK_MAGIC, &self.finish_body()), entries)
     }
 }
 
@@ -353,7 +367,11 @@ impl StateSnapshots {
             return self.read_manifest(r);
         }
         let parts = self.opts.partitions;
-        let mut bufs: Vec<ChunkBuf> = (0..parts).map(|p| ChunkBuf::new(p, 0)).collect();
+        // Full snapshots are partitioned by key hash; a delta is one unpartitioned
+        // sequence of chunks (restore merges every layer into one map anyway), so a
+        // small delta costs one object rather than one per partition.
+        let lanes = if kind == LayerKind::Full { parts } else { 1 };
+        let mut bufs: Vec<ChunkBuf> = (0..lanes).map(|p| ChunkBuf::new(p, 0)).collect();
         let mut files: Vec<FileRef> = Vec::new();
         let flush = |b: ChunkBuf, files: &mut Vec<FileRef>| -> Result<()> {
             let name = self.chunk_name(id.0, kind, b.partition, b.index);
@@ -386,7 +404,7 @@ impl StateSnapshots {
             let key = match change {
                 Change::Put(k, _) | Change::Remove(k) => k,
             };
-            let p = partition_of(key, parts) as usize;
+            let p = partition_of(key, lanes) as usize;
             let b = &mut bufs[p];
             match change {
                 Change::Put(k, v) => b.put(k, v),
@@ -399,11 +417,16 @@ impl StateSnapshots {
             }
             Ok(())
         })?;
+        let mut inline = Vec::new();
         for b in bufs {
-            // Partitions with nothing to say write no empty trailing chunk, except
-            // that a full snapshot writes chunk 0 of every partition (so an empty
-            // state still has files to verify).
-            if b.entries > 0 || (kind == LayerKind::Full && b.index == 0) {
+            if kind == LayerKind::Delta
+                && b.index == 0
+                && b.buf.len() <= self.opts.inline_delta_bytes
+            {
+                inline = b.finish_body();
+            } else if b.entries > 0 || (kind == LayerKind::Full && b.index == 0) {
+                // No empty trailing chunks, except that a full snapshot writes chunk 0
+                // of every partition (so an empty state still has files to verify).
                 flush(b, &mut files)?;
             }
         }
@@ -414,6 +437,7 @@ impl StateSnapshots {
             id: id.0,
             kind,
             files,
+            inline,
         });
         let manifest = SnapshotManifest {
             operator: self.operator.clone(),
@@ -477,10 +501,28 @@ impl StateSnapshots {
     /// file is checked against the manifest (length, CRC) and its own envelope; a
     /// missing or damaged file is an error naming it, never a partial state.
     pub fn restore(&self, manifest: &SnapshotManifest) -> Result<State> {
-        let mut state = State::new();
+        let full_entries: u64 = manifest
+            .layers
+            .first()
+            .map_or(0, |l| l.files.iter().map(|f| f.entries).sum());
+        let mut state = State::with_capacity(full_entries as usize);
         for layer in &manifest.layers {
             for f in &layer.files {
                 self.apply_file(f, &mut state)?;
+            }
+            if !layer.inline.is_empty() {
+                let path = format!(
+                    "{} (inline delta)",
+                    self.store.object_path(&self.manifest_name(SnapshotRef {
+                        id: layer.id,
+                        kind: layer.kind
+                    }))
+                );
+                let entries = layer
+                    .inline
+                    .get(8..16)
+                    .map_or(0, |b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
+                apply_entries(&path, 0, &layer.inline, entries, &mut state)?;
             }
         }
         Ok(state)
@@ -513,47 +555,7 @@ impl StateSnapshots {
             });
         }
         let body = format::decode(CHUNK_MAGIC, &path, &bytes)?;
-        let base = format::HEADER_LEN as u64;
-        let bad = |at: usize, why: &str| CheckpointError::corruption(&path, base + at as u64, why);
-        if body.len() < ChunkBuf::HEAD {
-            return Err(bad(0, "chunk header truncated"));
-        }
-        let entries = u64::from_le_bytes(body[8..16].try_into().expect("8 bytes"));
-        if entries != f.entries {
-            return Err(bad(8, "entry count differs from the manifest"));
-        }
-        let mut at = ChunkBuf::HEAD;
-        let take = |at: &mut usize, n: usize| -> Result<&[u8]> {
-            let end = at.checked_add(n).filter(|e| *e <= body.len());
-            let end = end.ok_or_else(|| bad(*at, "entry runs past the end of the chunk"))?;
-            let s = &body[*at..end];
-            *at = end;
-            Ok(s)
-        };
-        let read_len = |at: &mut usize| -> Result<usize> {
-            Ok(u32::from_le_bytes(take(at, 4)?.try_into().expect("4 bytes")) as usize)
-        };
-        state.reserve(entries as usize);
-        for _ in 0..entries {
-            let tag = take(&mut at, 1)?[0];
-            let klen = read_len(&mut at)?;
-            let key = take(&mut at, klen)?.to_vec();
-            match tag {
-                1 => {
-                    let vlen = read_len(&mut at)?;
-                    let value = take(&mut at, vlen)?.to_vec();
-                    state.insert(key, value);
-                }
-                0 => {
-                    state.remove(&key);
-                }
-                _ => return Err(bad(at, "unknown entry tag")),
-            }
-        }
-        if at != body.len() {
-            return Err(bad(at, "bytes after the last entry"));
-        }
-        Ok(())
+        apply_entries(&path, format::HEADER_LEN as u64, body, f.entries, state)
     }
 
     /// Deletes every snapshot file of this operator that no manifest in `live` names,
@@ -632,6 +634,56 @@ impl StateSnapshots {
     }
 }
 
+/// Applies the entries of a chunk payload (`body`, found at `base` in `path`) that
+/// should hold `expected` entries.
+fn apply_entries(
+    path: &str,
+    base: u64,
+    body: &[u8],
+    expected: u64,
+    state: &mut State,
+) -> Result<()> {
+    let bad = |at: usize, why: &str| CheckpointError::corruption(path, base + at as u64, why);
+    if body.len() < ChunkBuf::HEAD {
+        return Err(bad(0, "chunk header truncated"));
+    }
+    let entries = u64::from_le_bytes(body[8..16].try_into().expect("8 bytes"));
+    if entries != expected {
+        return Err(bad(8, "entry count differs from the manifest"));
+    }
+    let mut at = ChunkBuf::HEAD;
+    let take = |at: &mut usize, n: usize| -> Result<&[u8]> {
+        let end = at.checked_add(n).filter(|e| *e <= body.len());
+        let end = end.ok_or_else(|| bad(*at, "entry runs past the end of the chunk"))?;
+        let s = &body[*at..end];
+        *at = end;
+        Ok(s)
+    };
+    let read_len = |at: &mut usize| -> Result<usize> {
+        Ok(u32::from_le_bytes(take(at, 4)?.try_into().expect("4 bytes")) as usize)
+    };
+    for _ in 0..entries {
+        let tag = take(&mut at, 1)?[0];
+        let klen = read_len(&mut at)?;
+        let key = take(&mut at, klen)?;
+        match tag {
+            1 => {
+                let vlen = read_len(&mut at)?;
+                let value = take(&mut at, vlen)?.to_vec();
+                state.insert(key.to_vec(), value);
+            }
+            0 => {
+                state.remove(key);
+            }
+            _ => return Err(bad(at, "unknown entry tag")),
+        }
+    }
+    if at != body.len() {
+        return Err(bad(at, "bytes after the last entry"));
+    }
+    Ok(())
+}
+
 /// Encodes a value with bincode (standard config), as the typed helpers do.
 pub fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {
     bincode::serde::encode_to_vec(v, bincode::config::standard())
@@ -704,6 +756,7 @@ mod tests {
             partitions: 3,
             chunk_bytes: 200,
             max_deltas: 2,
+            ..Default::default()
         };
         let (_fs, _st, s) = snaps(opts);
         let data = kv(500);
@@ -788,6 +841,44 @@ mod tests {
                 Vec::<&[u8]>::new()
             )
             .is_err());
+    }
+
+    #[test]
+    fn small_deltas_are_inlined_and_large_ones_chunked() {
+        let (_fs, st, s) = snaps(SnapshotOptions {
+            inline_delta_bytes: 1000,
+            chunk_bytes: 500,
+            ..Default::default()
+        });
+        let m1 = s.write_full(CheckpointId(1), kv(10)).unwrap();
+        let small = s
+            .write_incremental(
+                CheckpointId(2),
+                &m1,
+                vec![(b"a", b"b")],
+                Vec::<&[u8]>::new(),
+            )
+            .unwrap();
+        assert!(small.layers[1].files.is_empty());
+        assert!(!small.layers[1].inline.is_empty());
+        let names_before = st.list_names().unwrap().len();
+        let big = s
+            .write_incremental(CheckpointId(3), &small, kv(200), Vec::<Vec<u8>>::new())
+            .unwrap();
+        assert!(big.layers[2].inline.is_empty());
+        assert!(big.layers[2].files.len() > 1);
+        assert!(st.list_names().unwrap().len() > names_before + 1);
+        let mut want: State = kv(200).into_iter().collect();
+        want.insert(b"a".to_vec(), b"b".to_vec());
+        assert_eq!(s.restore(&big).unwrap(), want);
+        // The inline delta is covered by the manifest's CRC.
+        let name = s.manifest_name(small.reference());
+        let mut bytes = st.get(&name).unwrap().unwrap();
+        let n = bytes.len();
+        bytes[n - 30] ^= 1;
+        st.delete(&name).unwrap();
+        st.put_new(&name, &bytes).unwrap();
+        assert!(s.read_manifest(small.reference()).is_err());
     }
 
     #[test]

@@ -222,6 +222,8 @@ fn opts() -> SnapshotOptions {
         partitions: 2,
         chunk_bytes: 64,
         max_deltas: 4,
+        // Chunk files even for tiny deltas, so every step of a chunked write is hit.
+        inline_delta_bytes: 0,
     }
 }
 

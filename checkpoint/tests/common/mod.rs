@@ -392,6 +392,7 @@ fn state_snapshots(b: &Backend) {
         partitions: 4,
         chunk_bytes: 2048,
         max_deltas: 3,
+        inline_delta_bytes: 64,
     };
     let snaps = StateSnapshots::new(b.store.clone(), "word-counts", opts).unwrap();
     let mut model: State = (0..1000u32)
