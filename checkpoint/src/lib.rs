@@ -30,8 +30,26 @@
 //!   [`DEFAULT_RETAINED`] = 10) deletes old checkpoints only once that many newer ones
 //!   are durable and read back whole, so it never removes the last usable one.
 //! - **State snapshots** ([`snapshot`]): keyed state written as partitioned, chunked,
-//!   CRC-checked files named by a manifest; full and incremental snapshots; restore
-//!   = full + deltas; garbage collection of files no live manifest names.
+//!   CRC-checked files named by a manifest that is published only after every file it
+//!   names is durable; full and incremental snapshots (small deltas inline in the
+//!   manifest); restore = full + deltas, every file checked against the manifest's
+//!   length and CRC; compaction into a new full snapshot; garbage collection of files
+//!   no live manifest names (manifests deleted before chunks).
+//! - **Writer** ([`writer`]): a background thread with a bounded queue; a full queue
+//!   refuses the submission ([`CheckpointError::QueueFull`]) and every publish,
+//!   failure and retention result comes back as a [`writer::WriterEvent`].
+//!   Object-store requests are retried with exponential backoff ([`RetryPolicy`])
+//!   before an error surfaces with the object's location and the cause.
+//!
+//! # Limits
+//!
+//! - One process writes a location at a time (the driver holds the WAL's lock). Two
+//!   processes on one object-store prefix cannot overwrite each other's objects
+//!   (conditional puts), but retention and GC assume a single writer.
+//! - Garbage collection must not run concurrently with a snapshot write of the same
+//!   operator.
+//! - [`fault::FaultyObjectStore`] is a test tool (errors, latency, a put applied but
+//!   reported failed); it is public so other crates' tests can use it.
 //!
 //! # On-disk format
 //!
