@@ -54,6 +54,7 @@ pub mod bench;
 mod error;
 pub mod format;
 pub mod fs;
+pub mod inspect;
 mod local;
 mod object;
 mod typed;
