@@ -19,6 +19,12 @@ use crate::{EngineError, Result};
 /// | `SLUICE_RECEIVER_WAL` | `receiver_wal` | `true` |
 /// | `SLUICE_RECEIVER_MAX_RATE` | `receiver_max_rate` (records/s, 0 = none) | `100000` |
 /// | `SLUICE_BACKPRESSURE` | `backpressure` | `true` |
+/// | `SLUICE_BACKPRESSURE_INITIAL_RATE` | `backpressure_initial_rate` (records/s) | `10000` |
+/// | `SLUICE_BACKPRESSURE_PID_PROPORTIONAL` | `backpressure_pid.proportional` | `1.0` |
+/// | `SLUICE_BACKPRESSURE_PID_INTEGRAL` | `backpressure_pid.integral` | `0.2` |
+/// | `SLUICE_BACKPRESSURE_PID_DERIVATIVE` | `backpressure_pid.derivative` | `0.0` |
+/// | `SLUICE_BACKPRESSURE_PID_MIN_RATE` | `backpressure_pid.min_rate` (records/s) | `100` |
+/// | `SLUICE_RECEIVER_RESTART_DELAY` | `receiver_restart_delay` | `500ms` |
 #[derive(Debug, Clone, PartialEq)]
 pub struct StreamingConf {
     /// A name for logs and the listener.
@@ -39,6 +45,14 @@ pub struct StreamingConf {
     pub receiver_max_rate: Option<u64>,
     /// Adapt the receivers' rate to the processing speed (PID estimator).
     pub backpressure: bool,
+    /// With backpressure, the rate each receiver starts at before the first estimate
+    /// (`None`: unlimited until then, or `receiver_max_rate`).
+    pub backpressure_initial_rate: Option<u64>,
+    /// The PID estimator's knobs (Spark's `spark.streaming.backpressure.pid.*`).
+    pub backpressure_pid: crate::rate::PidConf,
+    /// How long a receiver waits before its first restart after an error; each further
+    /// consecutive failure doubles it, up to 60 times this value (at most 30 s).
+    pub receiver_restart_delay: Duration,
 }
 
 impl StreamingConf {
@@ -55,6 +69,9 @@ impl StreamingConf {
             receiver_wal: false,
             receiver_max_rate: None,
             backpressure: false,
+            backpressure_initial_rate: None,
+            backpressure_pid: crate::rate::PidConf::default(),
+            receiver_restart_delay: Duration::from_millis(500),
         }
     }
 
@@ -100,6 +117,25 @@ impl StreamingConf {
         self
     }
 
+    /// Sets backpressure's initial rate (records/s per receiver).
+    pub fn backpressure_initial_rate(mut self, records_per_sec: u64) -> Self {
+        self.backpressure_initial_rate = Some(records_per_sec);
+        self
+    }
+
+    /// Sets the PID rate estimator's knobs.
+    pub fn backpressure_pid(mut self, pid: crate::rate::PidConf) -> Self {
+        self.backpressure_pid = pid;
+        self
+    }
+
+    /// Sets the delay before a failed receiver is restarted (doubled per consecutive
+    /// failure).
+    pub fn receiver_restart_delay(mut self, d: Duration) -> Self {
+        self.receiver_restart_delay = d;
+        self
+    }
+
     /// Applies `SLUICE_*` overrides from the process environment.
     pub fn with_env(self) -> Result<Self> {
         self.with_vars(std::env::vars())
@@ -134,6 +170,27 @@ impl StreamingConf {
                     self.receiver_max_rate = (n > 0).then_some(n);
                 }
                 "SLUICE_BACKPRESSURE" => self.backpressure = parse_bool(&v).map_err(bad)?,
+                "SLUICE_BACKPRESSURE_INITIAL_RATE" => {
+                    let n: u64 = v
+                        .parse()
+                        .map_err(|_| bad(format!("{v:?} is not a whole number")))?;
+                    self.backpressure_initial_rate = (n > 0).then_some(n);
+                }
+                "SLUICE_BACKPRESSURE_PID_PROPORTIONAL" => {
+                    self.backpressure_pid.proportional = parse_f64(&v).map_err(bad)?
+                }
+                "SLUICE_BACKPRESSURE_PID_INTEGRAL" => {
+                    self.backpressure_pid.integral = parse_f64(&v).map_err(bad)?
+                }
+                "SLUICE_BACKPRESSURE_PID_DERIVATIVE" => {
+                    self.backpressure_pid.derivative = parse_f64(&v).map_err(bad)?
+                }
+                "SLUICE_BACKPRESSURE_PID_MIN_RATE" => {
+                    self.backpressure_pid.min_rate = parse_f64(&v).map_err(bad)?
+                }
+                "SLUICE_RECEIVER_RESTART_DELAY" => {
+                    self.receiver_restart_delay = parse_duration(&v).map_err(bad)?
+                }
                 other if other.starts_with("SLUICE_") => {
                     return Err(bad(
                         "unknown setting (see StreamingConf's docs for the list)".into(),
@@ -168,6 +225,7 @@ impl StreamingConf {
         if self.block_interval.is_zero() {
             return bad("block_interval", "must be positive".into());
         }
+        self.backpressure_pid.validate()?;
         if self.parallelism == 0 {
             return bad("parallelism", "must be at least 1".into());
         }
@@ -203,6 +261,12 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "h" => Ok(Duration::from_secs(n * 3600)),
         u => Err(format!("{s:?}: unknown unit {u:?} (use ms, s, m or h)")),
     }
+}
+
+fn parse_f64(s: &str) -> Result<f64, String> {
+    s.trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number"))
 }
 
 fn parse_bool(s: &str) -> Result<bool, String> {
@@ -249,6 +313,7 @@ mod tests {
             ("SLUICE_BATCH_INTERVAL", "fast", "not a duration"),
             ("SLUICE_PARALLELISM", "-1", "whole number"),
             ("SLUICE_RECEIVER_WAL", "maybe", "boolean"),
+            ("SLUICE_BACKPRESSURE_PID_MIN_RATE", "lots", "not a number"),
             ("SLUICE_BATCH_SIZE", "3", "unknown setting"),
             (
                 "SLUICE_CHECKPOINT_INTERVAL",
@@ -267,6 +332,28 @@ mod tests {
                 "{k}={v}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn pid_knobs_are_settable_and_checked() {
+        let c = StreamingConf::new("a", Duration::from_secs(1))
+            .with_vars(vars(&[
+                ("SLUICE_BACKPRESSURE_PID_PROPORTIONAL", "0.5"),
+                ("SLUICE_BACKPRESSURE_PID_MIN_RATE", "10"),
+                ("SLUICE_BACKPRESSURE_INITIAL_RATE", "300"),
+                ("SLUICE_RECEIVER_RESTART_DELAY", "50ms"),
+            ]))
+            .unwrap();
+        assert_eq!(c.backpressure_pid.proportional, 0.5);
+        assert_eq!(c.backpressure_pid.integral, 0.2);
+        assert_eq!(c.backpressure_pid.min_rate, 10.0);
+        assert_eq!(c.backpressure_initial_rate, Some(300));
+        assert_eq!(c.receiver_restart_delay, Duration::from_millis(50));
+        let err = StreamingConf::new("a", Duration::from_secs(1))
+            .with_vars(vars(&[("SLUICE_BACKPRESSURE_PID_INTEGRAL", "-0.5")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("backpressure_pid.integral"), "{err}");
     }
 
     #[test]

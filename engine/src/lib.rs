@@ -34,11 +34,15 @@ mod conf;
 mod context;
 mod dstream;
 mod error;
+pub mod file_input;
 pub mod graph;
 mod input;
 mod listener;
 pub mod output;
 mod pair;
+mod rate;
+mod receiver;
+pub mod socket;
 
 pub use batch::{Batch, BatchTime, Data};
 pub use conf::{parse_duration, StreamingConf};
@@ -47,6 +51,9 @@ pub use dstream::DStream;
 pub use error::{EngineError, Result};
 pub use listener::{BatchInfo, StreamingListener};
 pub use output::BatchContext;
+pub use rate::{PidConf, PidRateEstimator};
+pub use receiver::{Receiver, ReceiverContext, ReceiverHandle, ReceiverStatus};
+pub use socket::{decode_lines, Decoder, SocketReceiver};
 
 /// What a job needs: `use sluice::prelude::*;`.
 pub mod prelude {
@@ -54,4 +61,5 @@ pub mod prelude {
         Batch, BatchContext, BatchInfo, BatchTime, DStream, Data, EngineError, StreamingConf,
         StreamingContext, StreamingListener,
     };
+    pub use crate::{Receiver, ReceiverContext};
 }

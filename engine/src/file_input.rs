@@ -1,0 +1,240 @@
+//! Directory monitoring: `text_file_stream` / `file_stream`, a direct input (no
+//! receiver). At every batch time the input lists the directory and takes every file
+//! it has not processed yet, sorted by name (so the data of a batch, and its
+//! partitions, are deterministic); each file becomes one partition of the batch.
+//!
+//! * Files must be moved (renamed) into the directory whole: a file is read once, at
+//!   the first batch that sees it, and never again, so a file still being written
+//!   would be read in part. Write elsewhere (or under an ignored name) and rename.
+//! * Ignored: hidden files (`.name`), temporary files (`*.tmp`, `*._COPYING_`, what
+//!   `hdfs dfs -put` writes while copying), and anything that is not a regular file
+//!   (subdirectories are not descended into).
+//! * Unlike Spark's `textFileStream`, files already in the directory at start are
+//!   processed too ("every file not yet processed").
+//! * Processed names are remembered for the life of the context (in memory); a file
+//!   replaced under a processed name is not read again.
+//! * A malformed record (a line that is not UTF-8, or whatever the decoder reports as
+//!   [`std::io::ErrorKind::InvalidData`]) fails the batch with an error naming the file
+//!   and the record number: files can be fixed and replayed, unlike a socket.
+//! * A graceful stop lists the directory once more after the stop, so files moved in
+//!   before the stop are processed.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{self, BufReader};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::context::Input;
+use crate::graph::Env;
+use crate::input::Allocations;
+use crate::socket::{decode_lines, Decoder};
+use crate::{Batch, BatchTime, DStream, Data, EngineError, Result, StreamingContext};
+
+/// Whether a file name is one the directory input ignores (hidden or temporary).
+pub fn is_ignored_file_name(name: &str) -> bool {
+    name.starts_with('.') || name.ends_with(".tmp") || name.ends_with("._COPYING_")
+}
+
+/// The files in `dir` to process now: regular files with names not ignored and not in
+/// `processed`, sorted by name.
+fn new_files(dir: &Path, processed: &HashSet<String>) -> Result<Vec<String>> {
+    let what = || format!("input directory {}", dir.display());
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| EngineError::io(what(), e))? {
+        let entry = entry.map_err(|e| EngineError::io(what(), e))?;
+        let Ok(name) = entry.file_name().into_string() else {
+            tracing::warn!(dir = %dir.display(), name = ?entry.file_name(),
+                "ignoring a file whose name is not UTF-8");
+            continue;
+        };
+        if is_ignored_file_name(&name) || processed.contains(&name) {
+            continue;
+        }
+        // Follows symlinks: a link to a regular file counts.
+        match std::fs::metadata(entry.path()) {
+            Ok(m) if m.is_file() => names.push(name),
+            Ok(_) => {}
+            // Gone between listing and looking: not ours to read.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(EngineError::io(entry.path().display().to_string(), e)),
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+type DynDecoder<T> = Arc<dyn Fn(&mut dyn io::BufRead) -> io::Result<Option<T>> + Send + Sync>;
+
+/// Reads every record of `path`.
+fn read_file<T>(path: &Path, decoder: &DynDecoder<T>) -> Result<Vec<T>> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| EngineError::io(format!("input file {}", path.display()), e))?;
+    let mut r = BufReader::with_capacity(64 * 1024, file);
+    let mut out = Vec::new();
+    loop {
+        match decoder(&mut r) {
+            Ok(Some(x)) => out.push(x),
+            Ok(None) => return Ok(out),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                return Err(EngineError::Malformed {
+                    source_name: format!(
+                        "input file {} (record {})",
+                        path.display(),
+                        out.len() + 1
+                    ),
+                    reason: e.to_string(),
+                })
+            }
+            Err(e) => return Err(EngineError::io(format!("input file {}", path.display()), e)),
+        }
+    }
+}
+
+struct FileInput<T> {
+    dir: PathBuf,
+    decoder: DynDecoder<T>,
+    alloc: Arc<Allocations<T>>,
+    processed: Mutex<HashSet<String>>,
+    /// The files of each planned batch (the input's replayable "offsets").
+    planned: Mutex<BTreeMap<BatchTime, Vec<String>>>,
+    stopping: AtomicBool,
+    /// The directory was listed after the stop.
+    listed_after_stop: AtomicBool,
+}
+
+impl<T: Data> Input for FileInput<T> {
+    fn describe(&self) -> String {
+        format!("directory {}", self.dir.display())
+    }
+
+    fn start(&self, _env: &Env) -> Result<()> {
+        match std::fs::metadata(&self.dir) {
+            Ok(m) if m.is_dir() => Ok(()),
+            Ok(_) => Err(EngineError::io(
+                format!("input directory {}", self.dir.display()),
+                io::Error::other("not a directory"),
+            )),
+            Err(e) => Err(EngineError::io(
+                format!("input directory {}", self.dir.display()),
+                e,
+            )),
+        }
+    }
+
+    fn allocate(&self, t: BatchTime, env: &Env) -> Result<u64> {
+        let stopping = self.stopping.load(Ordering::SeqCst);
+        let mut processed = self.processed.lock().unwrap_or_else(|e| e.into_inner());
+        let names = new_files(&self.dir, &processed)?;
+        let paths: Vec<PathBuf> = names.iter().map(|n| self.dir.join(n)).collect();
+        let decoder = &self.decoder;
+        let parts: Vec<Result<Vec<T>>> = env.par_map(&paths, |p| read_file(p, decoder));
+        let mut data = Vec::with_capacity(parts.len());
+        for p in parts {
+            data.push(p?);
+        }
+        processed.extend(names.iter().cloned());
+        drop(processed);
+        if !names.is_empty() {
+            tracing::debug!(dir = %self.dir.display(), time = t.0, files = ?names, "files allocated");
+        }
+        self.planned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(t, names);
+        let batch = Batch::from_partitions(data);
+        let n = batch.len() as u64;
+        self.alloc.set(t, batch);
+        if stopping {
+            self.listed_after_stop.store(true, Ordering::SeqCst);
+        }
+        Ok(n)
+    }
+
+    fn stop_receiving(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    fn drained(&self) -> bool {
+        self.listed_after_stop.load(Ordering::SeqCst)
+    }
+
+    fn forget(&self, t: BatchTime) {
+        self.alloc.forget(t);
+        let mut p = self.planned.lock().unwrap_or_else(|e| e.into_inner());
+        *p = p.split_off(&BatchTime(t.0 + 1));
+    }
+}
+
+impl StreamingContext {
+    /// The lines (UTF-8) of every new file moved into `dir`, one partition per file
+    /// (see [`crate::file_input`] for which files and when).
+    pub fn text_file_stream(&self, dir: impl Into<PathBuf>) -> Result<DStream<String>> {
+        self.file_stream(dir, decode_lines)
+    }
+
+    /// The records `decoder` reads from every new file moved into `dir`, one partition
+    /// per file.
+    pub fn file_stream<T: Data>(
+        &self,
+        dir: impl Into<PathBuf>,
+        decoder: impl Decoder<T>,
+    ) -> Result<DStream<T>> {
+        let alloc = Arc::new(Allocations::default());
+        let input = Arc::new(FileInput {
+            dir: dir.into(),
+            decoder: Arc::new(decoder),
+            alloc: alloc.clone(),
+            processed: Mutex::new(HashSet::new()),
+            planned: Mutex::new(BTreeMap::new()),
+            stopping: AtomicBool::new(false),
+            listed_after_stop: AtomicBool::new(false),
+        });
+        self.input_stream("files", None, alloc, input)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ignored_names() {
+        for n in [".hidden", "part-1.tmp", "part-2._COPYING_", ".x.txt"] {
+            assert!(is_ignored_file_name(n), "{n}");
+        }
+        for n in ["part-1", "a.txt", "tmp", "x.tmp.txt"] {
+            assert!(!is_ignored_file_name(n), "{n}");
+        }
+    }
+
+    #[test]
+    fn listing_skips_ignored_processed_and_directories_and_sorts() {
+        let dir = tempfile::tempdir().unwrap();
+        for n in ["b", "a", "c.tmp", ".d", "e._COPYING_", "f"] {
+            std::fs::write(dir.path().join(n), "x\n").unwrap();
+        }
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        let processed: HashSet<String> = ["f".to_string()].into_iter().collect();
+        assert_eq!(new_files(dir.path(), &processed).unwrap(), vec!["a", "b"]);
+        let err = new_files(&dir.path().join("missing"), &processed)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("missing"), "{err}");
+    }
+
+    #[test]
+    fn malformed_line_names_file_and_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("bad");
+        std::fs::write(&p, b"ok\nfine\n\xc3\x28\n").unwrap();
+        let d: DynDecoder<String> = Arc::new(decode_lines);
+        let err = read_file(&p, &d).unwrap_err();
+        assert!(matches!(err, EngineError::Malformed { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains("bad") && msg.contains("record 3"), "{msg}");
+        std::fs::write(&p, b"ok\nfine").unwrap();
+        assert_eq!(read_file(&p, &d).unwrap(), vec!["ok", "fine"]);
+    }
+}

@@ -1,0 +1,637 @@
+//! Receivers: push inputs that run on their own thread, in the model of Spark's
+//! `Receiver`.
+//!
+//! A [`Receiver`] runs on a dedicated thread (`sluice-recv-…`) and hands its records to
+//! the engine through a [`ReceiverContext`]. Records stored one at a time
+//! ([`ReceiverContext::store`]) are buffered and cut into a block every
+//! `block_interval` by the block generator; a whole block
+//! ([`ReceiverContext::store_block`]) is stored at once. At every batch time the input
+//! allocates every block stored so far to the batch, each block one partition.
+//!
+//! # Reliable and unreliable receivers
+//!
+//! * **Unreliable**: the receiver calls `store(record)` and never tells its source
+//!   anything (a socket, UDP, a firehose). Records in the buffer (up to one block
+//!   interval's worth) and blocks not yet processed are lost if the process dies.
+//! * **Reliable**: the receiver pulls a chunk from a source that can redeliver (a queue
+//!   with acknowledgements), calls `store_block(chunk)`, and acknowledges the chunk to
+//!   its source only after `store_block` returned `Ok`. `store_block` returns once the
+//!   block is stored; with the receiver write-ahead log on, that means durable in the
+//!   WAL, so every acknowledged record survives a crash. On `Err`, do not acknowledge:
+//!   the source will redeliver.
+//!
+//! # Errors and restarts
+//!
+//! `run` returning `Err` (or panicking), or a call to [`ReceiverContext::restart`],
+//! restarts the receiver: `run` is called again on the same value after
+//! `receiver_restart_delay`, doubled per consecutive failure (a run that stored
+//! something resets it), up to 60 times the delay and at most 30 s. Every restart is
+//! logged with its reason. `run` returning `Ok(())` while the context is running means
+//! the source is exhausted: the receiver is not restarted. Errors that do not need a
+//! restart (a skipped malformed record) go to [`ReceiverContext::report_error`].
+//!
+//! A receiver blocked in I/O must notice a stop: either poll
+//! [`ReceiverContext::is_stopped`] (with a read timeout), or register an
+//! [`ReceiverContext::on_stop`] hook that unblocks it (closing its socket).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::context::Input;
+use crate::graph::Env;
+use crate::input::Allocations;
+use crate::rate::{PidRateEstimator, RateController, RateLimiter};
+use crate::{Batch, BatchTime, DStream, Data, EngineError, Result, StreamingContext};
+
+/// A custom push source. Implement `run`; the engine calls it on a thread of its own.
+///
+/// ```
+/// use sluice::prelude::*;
+///
+/// /// Counts from 0 to `n - 1`, one record at a time, then ends.
+/// struct Counter { n: u64 }
+///
+/// impl Receiver<u64> for Counter {
+///     fn describe(&self) -> String { format!("counter to {}", self.n) }
+///     fn run(&mut self, ctx: &ReceiverContext<u64>) -> sluice::Result<()> {
+///         for i in 0..self.n {
+///             if ctx.is_stopped() { break; }
+///             ctx.store(i);
+///         }
+///         Ok(()) // exhausted: not restarted
+///     }
+/// }
+/// ```
+pub trait Receiver<T: Data>: Send + 'static {
+    /// A name for logs and status (`socket 127.0.0.1:9999`).
+    fn describe(&self) -> String {
+        std::any::type_name::<Self>().to_string()
+    }
+
+    /// Receives until the source is exhausted (return `Ok`), the context stops or a
+    /// restart is requested ([`ReceiverContext::is_stopped`] turns true: return soon),
+    /// or an error (return `Err`: the receiver is restarted after a delay).
+    fn run(&mut self, ctx: &ReceiverContext<T>) -> Result<()>;
+}
+
+/// A receiver's link to the engine, handed to [`Receiver::run`]. Cheap to clone, so a
+/// receiver can pass it to helper threads.
+pub struct ReceiverContext<T> {
+    shared: Arc<Shared<T>>,
+}
+
+impl<T> Clone for ReceiverContext<T> {
+    fn clone(&self) -> Self {
+        ReceiverContext {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for ReceiverContext<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReceiverContext")
+            .field("receiver", &self.shared.name)
+            .finish()
+    }
+}
+
+impl<T: Data> ReceiverContext<T> {
+    /// The receiver's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// Stores one record (unreliable: buffered until the block generator cuts the next
+    /// block). Blocks while the receiver is over its rate limit.
+    pub fn store(&self, record: T) {
+        self.shared.acquire(1);
+        self.shared.buffer().push(record);
+    }
+
+    /// Stores several records (like `store` for each, rate-limited as a whole).
+    pub fn store_all(&self, records: impl IntoIterator<Item = T>) {
+        let records: Vec<T> = records.into_iter().collect();
+        self.shared.acquire(records.len() as u64);
+        self.shared.buffer().extend(records);
+    }
+
+    /// Stores `block` as one block (one partition of a batch) and returns once it is
+    /// stored; with the receiver write-ahead log on, once it is durable. A reliable
+    /// receiver acknowledges its source only after this returned `Ok`. Blocks while the
+    /// receiver is over its rate limit.
+    pub fn store_block(&self, block: Vec<T>) -> Result<()> {
+        if block.is_empty() {
+            return Ok(());
+        }
+        self.shared.acquire(block.len() as u64);
+        self.shared.store_block_inner(block)
+    }
+
+    /// Whether `run` should return: the context is stopping or a restart was requested.
+    pub fn is_stopped(&self) -> bool {
+        self.shared.is_stopped()
+    }
+
+    /// Asks for a restart: `is_stopped` turns true and the `on_stop` hooks run; once
+    /// `run` returns, it is called again after the restart delay.
+    pub fn restart(&self, reason: impl Into<String>) {
+        let reason = reason.into();
+        tracing::warn!(receiver = %self.shared.name, %reason, "receiver asked for a restart");
+        {
+            let mut r = lock(&self.shared.restart);
+            if r.is_none() {
+                *r = Some(reason);
+            }
+        }
+        self.shared.run_stop_hooks();
+    }
+
+    /// Reports an error that needs no restart (logged, counted in the status).
+    pub fn report_error(&self, error: impl std::fmt::Display) {
+        let msg = error.to_string();
+        tracing::warn!(receiver = %self.shared.name, error = %msg, "receiver reported an error");
+        self.shared.note_error(msg);
+    }
+
+    /// Registers `f` to run once when this run of the receiver must end (stop or
+    /// restart), e.g. to shut down a socket a blocking read waits on. Runs at once if
+    /// that is already the case. Hooks are dropped when `run` returns.
+    pub fn on_stop(&self, f: impl FnOnce() + Send + 'static) {
+        {
+            let mut hooks = lock(&self.shared.hooks);
+            if !self.shared.is_stopped() {
+                hooks.push(Box::new(f));
+                return;
+            }
+        }
+        f();
+    }
+}
+
+/// What a receiver has done so far; see [`ReceiverHandle::status`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReceiverStatus {
+    /// The receiver's name.
+    pub name: String,
+    /// Records stored (buffered records count once their block is cut).
+    pub records_stored: u64,
+    /// Blocks stored.
+    pub blocks_stored: u64,
+    /// How many times it was restarted.
+    pub restarts: u64,
+    /// Errors: failed runs and reported errors.
+    pub errors: u64,
+    /// The latest error.
+    pub last_error: Option<String>,
+    /// The effective rate limit (records/s), from `receiver_max_rate` and backpressure.
+    pub rate_limit: Option<u64>,
+    /// Whether it has ended for good (stopped or exhausted) and its last block is cut.
+    pub finished: bool,
+}
+
+/// A handle on a running receiver, for monitoring.
+#[derive(Clone)]
+pub struct ReceiverHandle {
+    status: Arc<dyn Fn() -> ReceiverStatus + Send + Sync>,
+}
+
+impl std::fmt::Debug for ReceiverHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("ReceiverHandle")
+            .field(&(self.status)().name)
+            .finish()
+    }
+}
+
+impl ReceiverHandle {
+    /// The receiver's status now.
+    pub fn status(&self) -> ReceiverStatus {
+        (self.status)()
+    }
+}
+
+fn lock<X>(m: &Mutex<X>) -> MutexGuard<'_, X> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A stored block, waiting to be allocated to a batch.
+struct ReceivedBlock<T> {
+    /// Per-receiver sequence number (the WAL will key blocks by it).
+    id: u64,
+    records: Vec<T>,
+}
+
+#[derive(Debug, Default)]
+struct Stats {
+    records: u64,
+    blocks: u64,
+    restarts: u64,
+    errors: u64,
+    last_error: Option<String>,
+}
+
+type StopHook = Box<dyn FnOnce() + Send>;
+
+/// State shared by the receiver thread, the block generator, the context handle and
+/// the input.
+struct Shared<T> {
+    name: String,
+    limiter: Arc<RateLimiter>,
+    /// Records `store`d since the last cut.
+    buffer: Mutex<Vec<T>>,
+    /// Serialises cuts, so blocks are queued in the order their records were stored.
+    cut: Mutex<()>,
+    /// Stored blocks not yet allocated to a batch.
+    blocks: Mutex<VecDeque<ReceivedBlock<T>>>,
+    next_block: AtomicU64,
+    /// The context is stopping.
+    stop: AtomicBool,
+    /// A restart was requested (the reason).
+    restart: Mutex<Option<String>>,
+    started: AtomicBool,
+    /// The receiver has ended for good and its last buffer is cut.
+    finished: AtomicBool,
+    hooks: Mutex<Vec<StopHook>>,
+    stats: Mutex<Stats>,
+    /// Wakes sleepers (block generator, restart delay, rate limit) on a stop.
+    signal: (Mutex<()>, Condvar),
+}
+
+impl<T: Data> Shared<T> {
+    fn buffer(&self) -> MutexGuard<'_, Vec<T>> {
+        lock(&self.buffer)
+    }
+
+    fn is_stopped(&self) -> bool {
+        self.stop.load(Ordering::SeqCst) || lock(&self.restart).is_some()
+    }
+
+    fn note_error(&self, msg: String) {
+        let mut s = lock(&self.stats);
+        s.errors += 1;
+        s.last_error = Some(msg);
+    }
+
+    fn run_stop_hooks(&self) {
+        let hooks = std::mem::take(&mut *lock(&self.hooks));
+        for h in hooks {
+            h();
+        }
+        self.wake();
+    }
+
+    fn wake(&self) {
+        let _g = lock(&self.signal.0);
+        self.signal.1.notify_all();
+    }
+
+    /// Sleeps `d`, or less if `until` turns true (checked on every wake-up).
+    fn sleep_until(&self, d: Duration, until: impl Fn() -> bool) {
+        let deadline = Instant::now() + d;
+        let mut g = lock(&self.signal.0);
+        loop {
+            if until() {
+                return;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            g = self
+                .signal
+                .1
+                .wait_timeout(g, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// The rate limit: waits for `n` tokens (not past a stop or restart).
+    fn acquire(&self, n: u64) {
+        let wait = self.limiter.reserve(n);
+        if !wait.is_zero() {
+            self.sleep_until(wait, || self.is_stopped());
+        }
+    }
+
+    /// Cuts the buffer into a block and stores it.
+    fn cut_block(&self) {
+        let _g = lock(&self.cut);
+        let records = std::mem::take(&mut *self.buffer());
+        if records.is_empty() {
+            return;
+        }
+        let n = records.len();
+        if let Err(e) = self.store_block_inner(records) {
+            // Buffered records were never acknowledged to anyone: they are lost.
+            tracing::error!(receiver = %self.name, records = n, error = %e,
+                "could not store a buffered block; its records are lost");
+            self.note_error(format!("storing a block of {n} buffered records: {e}"));
+        }
+    }
+
+    /// The one place every received block passes through on its way to a batch, from
+    /// `store_block` (reliable receivers) and from the block generator (buffered
+    /// records). With the receiver write-ahead log on, the WAL append goes here: the
+    /// block is appended and made durable (group commit) before it is queued and before
+    /// this returns, so `store_block` returning `Ok` means durable and a reliable
+    /// receiver acknowledges its source only for durable data (DESIGN.md, durability
+    /// protocol step 1). Nothing else may push to `blocks`.
+    fn store_block_inner(&self, records: Vec<T>) -> Result<()> {
+        let id = self.next_block.fetch_add(1, Ordering::SeqCst);
+        let n = records.len() as u64;
+        lock(&self.blocks).push_back(ReceivedBlock { id, records });
+        let mut s = lock(&self.stats);
+        s.records += n;
+        s.blocks += 1;
+        Ok(())
+    }
+
+    fn status(&self) -> ReceiverStatus {
+        let s = lock(&self.stats);
+        ReceiverStatus {
+            name: self.name.clone(),
+            records_stored: s.records,
+            blocks_stored: s.blocks,
+            restarts: s.restarts,
+            errors: s.errors,
+            last_error: s.last_error.clone(),
+            rate_limit: self.limiter.rate(),
+            finished: self.finished.load(Ordering::SeqCst),
+        }
+    }
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".into())
+}
+
+/// The delay before restart number `failures` (1-based) in a row.
+pub(crate) fn restart_delay(base: Duration, failures: u32) -> Duration {
+    let cap = (base * 60).min(Duration::from_secs(30)).max(base);
+    base.saturating_mul(1u32 << failures.saturating_sub(1).min(16))
+        .min(cap)
+}
+
+/// Runs the receiver until it ends for good, restarting it after errors.
+fn supervise<T: Data>(shared: Arc<Shared<T>>, mut receiver: Box<dyn Receiver<T>>, base: Duration) {
+    let ctx = ReceiverContext {
+        shared: shared.clone(),
+    };
+    let mut failures = 0u32;
+    loop {
+        let stored_before = lock(&shared.stats).records + shared.buffer().len() as u64;
+        tracing::info!(receiver = %shared.name, "receiver starting");
+        let res = std::panic::catch_unwind(AssertUnwindSafe(|| receiver.run(&ctx)));
+        lock(&shared.hooks).clear();
+        let asked = lock(&shared.restart).take();
+        if shared.stop.load(Ordering::SeqCst) {
+            if let Ok(Err(e)) = &res {
+                tracing::debug!(receiver = %shared.name, error = %e, "receiver ended with an error while stopping");
+            }
+            break;
+        }
+        let reason = match res {
+            Ok(Ok(())) => match asked {
+                None => {
+                    tracing::info!(receiver = %shared.name, "receiver finished: its source is exhausted");
+                    break;
+                }
+                Some(r) => r,
+            },
+            Ok(Err(e)) => {
+                let m = e.to_string();
+                shared.note_error(m.clone());
+                m
+            }
+            Err(p) => {
+                let m = format!("the receiver panicked: {}", panic_message(p.as_ref()));
+                shared.note_error(m.clone());
+                m
+            }
+        };
+        let stored_after = lock(&shared.stats).records + shared.buffer().len() as u64;
+        if stored_after > stored_before {
+            failures = 0;
+        }
+        failures = failures.saturating_add(1);
+        let delay = restart_delay(base, failures);
+        tracing::warn!(receiver = %shared.name, %reason, ?delay, "restarting receiver after a delay");
+        shared.sleep_until(delay, || shared.stop.load(Ordering::SeqCst));
+        if shared.stop.load(Ordering::SeqCst) {
+            break;
+        }
+        lock(&shared.stats).restarts += 1;
+    }
+    // What was stored before the stop becomes the last block.
+    shared.cut_block();
+    shared.finished.store(true, Ordering::SeqCst);
+    shared.wake();
+    tracing::info!(receiver = %shared.name, "receiver stopped");
+}
+
+/// Cuts a block every `interval` until the receiver has finished (the supervisor cuts
+/// the last one).
+fn generate_blocks<T: Data>(shared: Arc<Shared<T>>, interval: Duration) {
+    let mut next = Instant::now() + interval;
+    loop {
+        shared.sleep_until(next.saturating_duration_since(Instant::now()), || {
+            shared.finished.load(Ordering::SeqCst)
+        });
+        if shared.finished.load(Ordering::SeqCst) {
+            return;
+        }
+        shared.cut_block();
+        next += interval;
+        let now = Instant::now();
+        if next < now {
+            // Fell behind (a long pause): cut on the interval from now on.
+            next = now + interval;
+        }
+    }
+}
+
+/// The input of a receiver stream.
+struct ReceiverInput<T> {
+    shared: Arc<Shared<T>>,
+    receiver: Mutex<Option<Box<dyn Receiver<T>>>>,
+    alloc: Arc<Allocations<T>>,
+    /// Records allocated per batch, for backpressure (`None` without it).
+    records: Option<Arc<Mutex<BTreeMap<BatchTime, u64>>>>,
+    restart_delay: Duration,
+    block_interval: Duration,
+}
+
+impl<T: Data> Input for ReceiverInput<T> {
+    fn describe(&self) -> String {
+        format!("receiver {}", self.shared.name)
+    }
+
+    fn start(&self, _env: &Env) -> Result<()> {
+        let receiver = lock(&self.receiver)
+            .take()
+            .ok_or_else(|| EngineError::Config {
+                setting: "receiver".into(),
+                reason: format!("{} was already started", self.shared.name),
+            })?;
+        let short: String = self.shared.name.chars().take(24).collect();
+        let (s1, s2) = (self.shared.clone(), self.shared.clone());
+        let (base, interval) = (self.restart_delay, self.block_interval);
+        std::thread::Builder::new()
+            .name(format!("sluice-blocks-{short}"))
+            .spawn(move || generate_blocks(s2, interval))
+            .map_err(|e| {
+                EngineError::io(format!("the block generator of {}", self.shared.name), e)
+            })?;
+        std::thread::Builder::new()
+            .name(format!("sluice-recv-{short}"))
+            .spawn(move || supervise(s1, receiver, base))
+            .map_err(|e| {
+                self.shared.finished.store(true, Ordering::SeqCst);
+                self.shared.wake();
+                EngineError::io(format!("the thread of receiver {}", self.shared.name), e)
+            })?;
+        self.shared.started.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn allocate(&self, t: BatchTime, _env: &Env) -> Result<u64> {
+        let blocks: Vec<ReceivedBlock<T>> = lock(&self.shared.blocks).drain(..).collect();
+        if let (Some(first), Some(last)) = (blocks.first(), blocks.last()) {
+            tracing::debug!(receiver = %self.shared.name, time = t.0, from = first.id, to = last.id,
+                "blocks allocated");
+        }
+        let parts: Vec<Vec<T>> = blocks.into_iter().map(|b| b.records).collect();
+        let batch = Batch::from_partitions(parts);
+        let n = batch.len() as u64;
+        if let Some(r) = &self.records {
+            lock(r).insert(t, n);
+        }
+        self.alloc.set(t, batch);
+        Ok(n)
+    }
+
+    fn stop_receiving(&self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.run_stop_hooks();
+        if !self.shared.started.load(Ordering::SeqCst) {
+            // Never started: nothing will ever be received.
+            self.shared.finished.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn drained(&self) -> bool {
+        self.shared.finished.load(Ordering::SeqCst) && lock(&self.shared.blocks).is_empty()
+    }
+
+    fn forget(&self, t: BatchTime) {
+        self.alloc.forget(t);
+    }
+}
+
+impl StreamingContext {
+    /// A stream of what `receiver` stores; see [`Receiver`].
+    pub fn receiver_stream<T: Data>(&self, receiver: impl Receiver<T>) -> Result<DStream<T>> {
+        self.receiver_stream_with_handle(receiver).map(|(s, _)| s)
+    }
+
+    /// Like [`StreamingContext::receiver_stream`], with a handle to watch the receiver.
+    pub fn receiver_stream_with_handle<T: Data>(
+        &self,
+        receiver: impl Receiver<T>,
+    ) -> Result<(DStream<T>, ReceiverHandle)> {
+        self.add_receiver("receiver", Box::new(receiver))
+    }
+
+    pub(crate) fn add_receiver<T: Data>(
+        &self,
+        kind: &str,
+        receiver: Box<dyn Receiver<T>>,
+    ) -> Result<(DStream<T>, ReceiverHandle)> {
+        let conf = self.conf();
+        let name = receiver.describe();
+        let initial = if conf.backpressure {
+            conf.backpressure_initial_rate.map(|r| r as f64)
+        } else {
+            None
+        };
+        let limiter = Arc::new(RateLimiter::new(conf.receiver_max_rate, initial));
+        let controller = if conf.backpressure {
+            Some(Arc::new(RateController {
+                estimator: Mutex::new(PidRateEstimator::new(
+                    conf.batch_interval,
+                    conf.backpressure_pid,
+                )?),
+                limiter: limiter.clone(),
+                records: Arc::new(Mutex::new(BTreeMap::new())),
+                name: name.clone(),
+            }))
+        } else {
+            None
+        };
+        let shared = Arc::new(Shared {
+            name,
+            limiter,
+            buffer: Mutex::new(Vec::new()),
+            cut: Mutex::new(()),
+            blocks: Mutex::new(VecDeque::new()),
+            next_block: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+            restart: Mutex::new(None),
+            started: AtomicBool::new(false),
+            finished: AtomicBool::new(false),
+            hooks: Mutex::new(Vec::new()),
+            stats: Mutex::new(Stats::default()),
+            signal: (Mutex::new(()), Condvar::new()),
+        });
+        let alloc = Arc::new(Allocations::default());
+        let input = Arc::new(ReceiverInput {
+            shared: shared.clone(),
+            receiver: Mutex::new(Some(receiver)),
+            alloc: alloc.clone(),
+            records: controller.as_ref().map(|c| c.records.clone()),
+            restart_delay: conf.receiver_restart_delay,
+            block_interval: conf.block_interval,
+        });
+        let stream = self.input_stream(kind, None, alloc, input)?;
+        if let Some(c) = controller {
+            self.add_listener(c);
+        }
+        let handle = ReceiverHandle {
+            status: Arc::new(move || shared.status()),
+        };
+        Ok((stream, handle))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_delay_doubles_up_to_a_cap() {
+        let b = Duration::from_millis(100);
+        assert_eq!(restart_delay(b, 1), b);
+        assert_eq!(restart_delay(b, 2), Duration::from_millis(200));
+        assert_eq!(restart_delay(b, 4), Duration::from_millis(800));
+        assert_eq!(restart_delay(b, 30), Duration::from_secs(6), "60x the base");
+        assert_eq!(
+            restart_delay(Duration::from_secs(2), 30),
+            Duration::from_secs(30),
+            "at most 30 s"
+        );
+        assert_eq!(
+            restart_delay(Duration::from_secs(60), 3),
+            Duration::from_secs(60),
+            "never below the base"
+        );
+    }
+}
