@@ -473,6 +473,11 @@ fn run_batch(
         })?;
     }
     info.processing_delay = Some(started.elapsed());
+    // A window reads its parent's past batches: compute them now, before the inputs
+    // forget this batch's data, also where no output read them at `t`.
+    for n in nodes {
+        n.keep_for_window(t, env)?;
+    }
     for n in nodes {
         n.forget(t, env.batch);
     }

@@ -116,6 +116,9 @@ pub(crate) trait AnyNode: Send + Sync + std::fmt::Debug {
     fn forget(&self, t: BatchTime, batch: Duration);
     /// Keeps batches for at least `d` (a downstream window needs them).
     fn remember(&self, d: Duration);
+    /// Computes the node's batch at `t` if it keeps batches for a window, so a window
+    /// that reads it later finds it even if nothing read it at `t`.
+    fn keep_for_window(&self, t: BatchTime, env: &Env) -> Result<()>;
 }
 
 impl<T: Clone + Send + Sync + 'static> AnyNode for Node<T> {
@@ -133,6 +136,13 @@ impl<T: Clone + Send + Sync + 'static> AnyNode for Node<T> {
     fn remember(&self, d: Duration) {
         self.remember_ms
             .fetch_max(d.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn keep_for_window(&self, t: BatchTime, env: &Env) -> Result<()> {
+        if self.remember_ms.load(Ordering::Relaxed) > env.batch.as_millis() as u64 {
+            self.get(t, env)?;
+        }
+        Ok(())
     }
 }
 

@@ -34,15 +34,13 @@ mod conf;
 mod context;
 mod dstream;
 mod error;
-pub mod file_input;
 pub mod graph;
 mod input;
 mod listener;
 pub mod output;
 mod pair;
-mod rate;
-mod receiver;
-pub mod socket;
+mod state;
+mod window;
 
 pub use batch::{Batch, BatchTime, Data};
 pub use conf::{parse_duration, StreamingConf};
@@ -51,15 +49,13 @@ pub use dstream::DStream;
 pub use error::{EngineError, Result};
 pub use listener::{BatchInfo, StreamingListener};
 pub use output::BatchContext;
-pub use rate::{PidConf, PidRateEstimator};
-pub use receiver::{Receiver, ReceiverContext, ReceiverHandle, ReceiverStatus};
-pub use socket::{decode_lines, Decoder, SocketReceiver};
+pub use state::{MapWithStateDStream, State, StateSpec};
+pub use window::KeyFilter;
 
 /// What a job needs: `use sluice::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        Batch, BatchContext, BatchInfo, BatchTime, DStream, Data, EngineError, StreamingConf,
-        StreamingContext, StreamingListener,
+        Batch, BatchContext, BatchInfo, BatchTime, DStream, Data, EngineError, KeyFilter,
+        MapWithStateDStream, State, StateSpec, StreamingConf, StreamingContext, StreamingListener,
     };
-    pub use crate::{Receiver, ReceiverContext};
 }

@@ -215,6 +215,9 @@ impl<K: Data + Hash + Eq, V: Data> DStream<(K, V)> {
                 update_partition(old, new, &f)
             })))
         })?;
+        // The node reads its own batch at `t - slide`: keep it that long (a slide can be
+        // longer than the batch interval).
+        crate::graph::AnyNode::remember(&*out.node, slide);
         let _ = me.set(Arc::downgrade(&out.node));
         Ok(out)
     }
