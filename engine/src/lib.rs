@@ -34,11 +34,15 @@ mod conf;
 mod context;
 mod dstream;
 mod error;
+pub mod file_input;
 pub mod graph;
 mod input;
 mod listener;
 pub mod output;
 mod pair;
+mod rate;
+mod receiver;
+pub mod socket;
 mod state;
 mod window;
 
@@ -49,6 +53,9 @@ pub use dstream::DStream;
 pub use error::{EngineError, Result};
 pub use listener::{BatchInfo, StreamingListener};
 pub use output::BatchContext;
+pub use rate::{PidConf, PidRateEstimator};
+pub use receiver::{Receiver, ReceiverContext, ReceiverHandle, ReceiverStatus};
+pub use socket::{decode_lines, Decoder, SocketReceiver};
 pub use state::{MapWithStateDStream, State, StateSpec};
 pub use window::KeyFilter;
 
@@ -58,4 +65,5 @@ pub mod prelude {
         Batch, BatchContext, BatchInfo, BatchTime, DStream, Data, EngineError, KeyFilter,
         MapWithStateDStream, State, StateSpec, StreamingConf, StreamingContext, StreamingListener,
     };
+    pub use crate::{Receiver, ReceiverContext};
 }
