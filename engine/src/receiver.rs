@@ -131,6 +131,13 @@ impl<T: Data> ReceiverContext<T> {
         self.shared.store_block_inner(block)
     }
 
+    /// The receiver's current rate limit in records/s (`receiver_max_rate` and
+    /// backpressure), if any: a receiver that stores in chunks keeps them to about a
+    /// tenth of this, so the limit stays smooth.
+    pub fn rate_limit(&self) -> Option<u64> {
+        self.shared.limiter.rate()
+    }
+
     /// Whether `run` should return: the context is stopping or a restart was requested.
     pub fn is_stopped(&self) -> bool {
         self.shared.is_stopped()

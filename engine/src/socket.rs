@@ -106,13 +106,23 @@ impl<T: Data> Receiver<T> for SocketReceiver<T> {
         });
         let mut reader = BufReader::with_capacity(64 * 1024, stream);
         let mut skipped = 0u64;
+        // Records decoded from what has been read, stored together when the reader's
+        // buffer runs dry (the next decode may block) or the chunk is full.
+        let mut pending: Vec<T> = Vec::new();
+        let flush = |pending: &mut Vec<T>| {
+            if !pending.is_empty() {
+                ctx.store_all(std::mem::take(pending));
+            }
+        };
         loop {
             if ctx.is_stopped() {
+                flush(&mut pending);
                 return Ok(());
             }
             match (self.decoder)(&mut reader) {
-                Ok(Some(record)) => ctx.store(record),
+                Ok(Some(record)) => pending.push(record),
                 Ok(None) => {
+                    flush(&mut pending);
                     if ctx.is_stopped() {
                         return Ok(());
                     }
@@ -124,6 +134,7 @@ impl<T: Data> Receiver<T> for SocketReceiver<T> {
                         ),
                     ));
                 }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::InvalidData => {
                     skipped += 1;
                     ctx.report_error(EngineError::Malformed {
@@ -131,17 +142,26 @@ impl<T: Data> Receiver<T> for SocketReceiver<T> {
                         reason: format!("{e}; skipped (record {skipped} skipped so far)"),
                     });
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
+                    flush(&mut pending);
                     if ctx.is_stopped() {
                         return Ok(());
                     }
                     return Err(EngineError::io(source, e));
                 }
             }
+            let max = ctx
+                .rate_limit()
+                .map_or(MAX_CHUNK, |r| (r as usize / 10).clamp(1, MAX_CHUNK));
+            if pending.len() >= max || reader.buffer().is_empty() {
+                flush(&mut pending);
+            }
         }
     }
 }
+
+/// The most records a socket receiver decodes before storing them.
+const MAX_CHUNK: usize = 4096;
 
 impl StreamingContext {
     /// UTF-8 lines from a TCP server at `host:port`, as Spark's `socketTextStream`
