@@ -172,12 +172,18 @@ proptest! {
     }
 
     #[test]
-    fn keyed_operators_and_joins_match_the_reference(left in pairs(), right in pairs()) {
+    fn keyed_operators_and_joins_match_the_reference(
+        left in pairs(),
+        right in pairs(),
+        parts in 1usize..4,
+    ) {
         let _g = serial();
         let ssc = context("prop-keyed");
         let a = ssc.queue_stream(left.clone(), true).unwrap();
-        let b = ssc.queue_stream(right.clone(), true).unwrap();
         let seen_in = record(&a);
+        // Several input partitions, as receiver blocks give.
+        let a = a.repartition(parts).unwrap();
+        let b = ssc.queue_stream(right.clone(), true).unwrap();
         let reduced = record(&a.reduce_by_key(|x, y| x + y).unwrap());
         let grouped = record(&a.group_by_key().unwrap().map(|(k, vs)| (*k, sorted(vs.clone()))).unwrap());
         let values = record(&a.map_values(|v| v * 2).unwrap());
@@ -330,11 +336,13 @@ proptest! {
         input in pairs(),
         w in 1usize..5,
         sl in 1usize..4,
+        parts in 1usize..4,
     ) {
         let _g = serial();
         let ssc = context("prop-window");
         let s = ssc.queue_stream(input.clone(), true).unwrap();
         let seen_in = record(&s);
+        let s = s.repartition(parts).unwrap();
         let vals = s.map(|(_, v)| *v).unwrap();
         let (wd, sd) = (batches(w), batches(sl));
         let window = record(&s.window(wd, sd).unwrap());
@@ -375,5 +383,37 @@ proptest! {
         prop_assert_eq!(got(&grouped, t0), expect(n, sl, |i| {
             groups(&win(i)).into_iter().map(|(k, vs)| (k, sorted(vs))).collect()
         }));
+    }
+
+    #[test]
+    fn operators_over_a_stream_that_slides_slower_than_the_batch_interval(
+        input in pairs(),
+        sl in 1usize..4,
+        m in 1usize..4,
+    ) {
+        let _g = serial();
+        let ssc = context("prop-slow");
+        let s = ssc.queue_stream(input.clone(), true).unwrap();
+        let seen_in = record(&s);
+        // Tumbling windows of `sl` batches: a stream with one batch every `sl` batches.
+        let slow = s.window(batches(sl), batches(sl)).unwrap();
+        let inv = record(&slow.reduce_by_key_and_window_inv(|a, b| a + b, |a, b| a - b, batches(m * sl), batches(sl), Some(|_, v| *v > 0)).unwrap());
+        let plain = record(&slow.reduce_by_key_and_window(|a, b| a + b, batches(m * sl), batches(sl)).unwrap());
+        let totals = record(&slow.update_state_by_key("totals", |vs: &[u64], st: Option<&u64>| {
+            Some(st.copied().unwrap_or(0) + vs.iter().sum::<u64>())
+        }).unwrap());
+        let spec = StateSpec::function(|_k: &u8, v: Option<&u64>, st: &mut State<u64>| {
+            let n = st.get().copied().unwrap_or(0) + v.copied().unwrap_or(0);
+            st.update(n);
+            None::<u8>
+        });
+        let mws = record(&slow.map_with_state("totals-mws", spec).unwrap().state_snapshots());
+        let (t0, n) = run(&ssc, &seen_in);
+        let nonzero = |v: Vec<(u8, u64)>| v.into_iter().filter(|(_, x)| *x > 0).collect::<Vec<_>>();
+        prop_assert_eq!(got(&inv, t0), expect(n, sl, |i| nonzero(sums(&window_of(&input, i, m * sl)))));
+        prop_assert_eq!(got(&plain, t0), expect(n, sl, |i| sums(&window_of(&input, i, m * sl))));
+        let upto = |i: usize| sums(&window_of(&input, i, i + 1));
+        prop_assert_eq!(got(&totals, t0), expect(n, sl, upto));
+        prop_assert_eq!(got(&mws, t0), expect(n, sl, upto));
     }
 }
