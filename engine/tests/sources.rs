@@ -494,3 +494,89 @@ fn several_inputs_at_once_with_union() {
     server.join().unwrap();
     assert_eq!(word_counts(&seen), want, "nothing more after the stop");
 }
+
+/// A reliable receiver: takes a chunk from its source, stores it as a block, and
+/// removes it from the source (acknowledges) only once `store_block` returned `Ok`.
+struct Acking {
+    source: Arc<Mutex<Vec<u64>>>,
+    acked: Arc<AtomicU64>,
+}
+
+impl Receiver<u64> for Acking {
+    fn run(&mut self, ctx: &ReceiverContext<u64>) -> sluice::Result<()> {
+        while !ctx.is_stopped() {
+            let chunk: Vec<u64> = self
+                .source
+                .lock()
+                .unwrap()
+                .iter()
+                .take(64)
+                .copied()
+                .collect();
+            if chunk.is_empty() {
+                return Ok(());
+            }
+            let n = chunk.len();
+            ctx.store_block(chunk)?;
+            // Acknowledge: the source forgets the chunk only now.
+            self.source.lock().unwrap().drain(..n);
+            self.acked.fetch_add(n as u64, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn reliable_receiver_acknowledges_what_the_job_gets() {
+    let _g = serial();
+    let source = Arc::new(Mutex::new((0..1000u64).collect::<Vec<_>>()));
+    let acked = Arc::new(AtomicU64::new(0));
+    let ssc = StreamingContext::new(conf("reliable")).unwrap();
+    let (s, handle) = ssc
+        .receiver_stream_with_handle(Acking {
+            source: source.clone(),
+            acked: acked.clone(),
+        })
+        .unwrap();
+    let seen = collect(&s);
+    ssc.start().unwrap();
+    assert!(eventually(20, || handle.status().finished));
+    ssc.stop(true).unwrap();
+    assert_eq!(all(&seen), (0..1000).collect::<Vec<u64>>());
+    assert_eq!(acked.load(Ordering::SeqCst), 1000);
+    assert!(source.lock().unwrap().is_empty());
+    // Every block is one partition: 15 full chunks of 64 and the rest.
+    let parts: usize = seen.lock().unwrap().iter().map(|(_, p)| p.len()).sum();
+    assert_eq!(parts, 16);
+}
+
+#[test]
+fn stop_unblocks_a_socket_receiver_waiting_for_data() {
+    let _g = serial();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // The server sends two lines and then keeps the connection open, silent, until the
+    // client closes it.
+    let server = std::thread::spawn(move || {
+        let (mut c, _) = listener.accept().unwrap();
+        c.write_all(b"one\ntwo\n").unwrap();
+        let mut rest = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut c, &mut rest);
+    });
+    let ssc = StreamingContext::new(conf("socket-stop")).unwrap();
+    let s = ssc.socket_text_stream("127.0.0.1", port).unwrap();
+    let seen = collect(&s);
+    ssc.start().unwrap();
+    assert!(eventually(20, || all(&seen).len() >= 2));
+    // The receiver is blocked in a read; a graceful stop must still end.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stopper = ssc.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(stopper.stop(true));
+    });
+    let stopped = rx.recv_timeout(Duration::from_secs(20));
+    assert!(matches!(stopped, Ok(Ok(()))), "{stopped:?}");
+    // The receiver closed its end, so the server's read ended.
+    server.join().unwrap();
+    assert_eq!(all(&seen), vec!["one", "two"]);
+}
