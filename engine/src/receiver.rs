@@ -153,6 +153,7 @@ impl<T: Data> ReceiverContext<T> {
             if r.is_none() {
                 *r = Some(reason);
             }
+            self.shared.restarting.store(true, Ordering::SeqCst);
         }
         self.shared.run_stop_hooks();
     }
@@ -166,7 +167,9 @@ impl<T: Data> ReceiverContext<T> {
 
     /// Registers `f` to run once when this run of the receiver must end (stop or
     /// restart), e.g. to shut down a socket a blocking read waits on. Runs at once if
-    /// that is already the case. Hooks are dropped when `run` returns.
+    /// that is already the case. Hooks are dropped when `run` returns. A hook may run on
+    /// the thread that stops the context, while it holds the context's lock: keep it
+    /// short (close a socket, set a flag) and do not call into the context from it.
     pub fn on_stop(&self, f: impl FnOnce() + Send + 'static) {
         {
             let mut hooks = lock(&self.shared.hooks);
@@ -260,6 +263,8 @@ struct Shared<T> {
     stop: AtomicBool,
     /// A restart was requested (the reason).
     restart: Mutex<Option<String>>,
+    /// `restart` is set (read on every record, so without the lock).
+    restarting: AtomicBool,
     started: AtomicBool,
     /// The receiver has ended for good and its last buffer is cut.
     finished: AtomicBool,
@@ -275,7 +280,7 @@ impl<T: Data> Shared<T> {
     }
 
     fn is_stopped(&self) -> bool {
-        self.stop.load(Ordering::SeqCst) || lock(&self.restart).is_some()
+        self.stop.load(Ordering::Relaxed) || self.restarting.load(Ordering::Relaxed)
     }
 
     fn note_error(&self, msg: String) {
@@ -399,7 +404,11 @@ fn supervise<T: Data>(shared: Arc<Shared<T>>, mut receiver: Box<dyn Receiver<T>>
         tracing::info!(receiver = %shared.name, "receiver starting");
         let res = std::panic::catch_unwind(AssertUnwindSafe(|| receiver.run(&ctx)));
         lock(&shared.hooks).clear();
-        let asked = lock(&shared.restart).take();
+        let asked = {
+            let mut r = lock(&shared.restart);
+            shared.restarting.store(false, Ordering::SeqCst);
+            r.take()
+        };
         if shared.stop.load(Ordering::SeqCst) {
             if let Ok(Err(e)) = &res {
                 tracing::debug!(receiver = %shared.name, error = %e, "receiver ended with an error while stopping");
@@ -593,6 +602,7 @@ impl StreamingContext {
             next_block: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             restart: Mutex::new(None),
+            restarting: AtomicBool::new(false),
             started: AtomicBool::new(false),
             finished: AtomicBool::new(false),
             hooks: Mutex::new(Vec::new()),
