@@ -42,6 +42,7 @@ pub mod output;
 mod pair;
 mod rate;
 mod receiver;
+pub mod sinks;
 pub mod socket;
 mod state;
 mod window;

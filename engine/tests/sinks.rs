@@ -1,0 +1,784 @@
+//! The exactly-once sinks against the real servers on this machine: PostgreSQL
+//! (127.0.0.1:5432, user postgres, db test), MariaDB (127.0.0.1:3306, root, db test)
+//! and Redis (127.0.0.1:6379). Override with SLUICE_TEST_POSTGRES_URL,
+//! SLUICE_TEST_MYSQL_URL, SLUICE_TEST_REDIS_URL. A missing server fails the test (with
+//! the command that starts it); it never skips.
+//!
+//! Each test runs a word-count job through the sink, then replays every batch it
+//! committed (a restarted driver re-runs batches with the same times and inputs) and
+//! checks the output holds each batch exactly once; it also fails a batch half-way
+//! and checks nothing of it is left, and points a sink at a dead server.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sluice::prelude::*;
+use sluice::sinks::{BatchOutcome, MySqlSink, PostgresSink, RedisSink, RedisWrite, SqlValue};
+
+/// Contexts are one-per-process; tests that start one run one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A name no other test run uses: `sluice_t_<pid>_<n>`.
+fn unique() -> String {
+    format!(
+        "sluice_t_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+fn env_or(var: &str, default: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| default.to_owned())
+}
+
+fn pg_url() -> String {
+    env_or(
+        "SLUICE_TEST_POSTGRES_URL",
+        "postgres://postgres@127.0.0.1:5432/test",
+    )
+}
+
+fn mysql_url() -> String {
+    env_or("SLUICE_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
+}
+
+fn redis_url() -> String {
+    env_or("SLUICE_TEST_REDIS_URL", "redis://127.0.0.1:6379/")
+}
+
+/// An address nothing listens on.
+const DEAD: &str = "127.0.0.1:1";
+
+fn server_missing(what: &str, url: &str, e: &dyn std::fmt::Display, start: &str) -> ! {
+    panic!(
+        "{what} is not reachable at {url}: {e}\n\
+         These tests need it running (they fail rather than skip). Start it with:\n  {start}"
+    )
+}
+
+fn pg_admin() -> postgres::Client {
+    postgres::Client::connect(&pg_url(), postgres::NoTls).unwrap_or_else(|e| {
+        server_missing(
+            "PostgreSQL",
+            &pg_url(),
+            &e,
+            "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
+        )
+    })
+}
+
+fn mysql_admin() -> mysql::Conn {
+    mysql::Conn::new(mysql::Opts::from_url(&mysql_url()).expect("SLUICE_TEST_MYSQL_URL"))
+        .unwrap_or_else(|e| {
+            server_missing(
+                "MariaDB",
+                &mysql_url(),
+                &e,
+                "start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd",
+            )
+        })
+}
+
+fn redis_admin() -> redis::Connection {
+    redis::Client::open(redis_url())
+        .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(5)))
+        .unwrap_or_else(|e| {
+            server_missing(
+                "Redis",
+                &redis_url(),
+                &e,
+                "redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save \"\" \
+                 --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log",
+            )
+        })
+}
+
+/// The job's input: lines, one queue entry per batch (one of them empty).
+fn input() -> Vec<Vec<String>> {
+    [
+        vec!["a b a", "c"],
+        vec!["b b"],
+        vec![],
+        vec!["a c d", "e"],
+        vec!["d a"],
+    ]
+    .into_iter()
+    .map(|b| b.into_iter().map(str::to_owned).collect())
+    .collect()
+}
+
+/// Word totals over the whole input: what the sinks must hold, each batch once.
+fn expected_totals() -> BTreeMap<String, u64> {
+    let mut m = BTreeMap::new();
+    for line in input().iter().flatten() {
+        for w in line.split_whitespace() {
+            *m.entry(w.to_owned()).or_insert(0) += 1;
+        }
+    }
+    m
+}
+
+type Recorded<T> = Vec<(BatchTime, Vec<T>)>;
+
+/// Runs the word count with per-batch counts `(word, n)`; `wire` attaches the sink(s)
+/// to the counts stream. Returns every non-empty batch the outputs saw, with its time.
+fn run_word_count(
+    app: &str,
+    wire: impl FnOnce(&DStream<(String, u64)>) -> sluice::Result<()>,
+) -> Recorded<(String, u64)> {
+    let ssc =
+        StreamingContext::new(StreamingConf::new(app, Duration::from_millis(20)).parallelism(2))
+            .unwrap();
+    let counts = ssc
+        .queue_stream(input(), true)
+        .unwrap()
+        .flat_map(|l: &String| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+        .unwrap()
+        .map(|w: &String| (w.clone(), 1u64))
+        .unwrap()
+        .reduce_by_key(|a, b| a + b)
+        .unwrap();
+    wire(&counts).unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let rec = seen.clone();
+    counts
+        .foreach_batch(move |b| {
+            if !b.batch.is_empty() {
+                rec.lock().unwrap().push((b.time, b.batch.to_vec()));
+            }
+            Ok(())
+        })
+        .unwrap();
+    ssc.start().unwrap();
+    ssc.stop(true).unwrap(); // graceful: every queued batch is processed
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen.len(),
+        4,
+        "the four non-empty input batches reached the outputs"
+    );
+    seen
+}
+
+fn ctx<T>(time: BatchTime, batch: &Batch<T>) -> BatchContext<'_, T> {
+    BatchContext { time, batch }
+}
+
+fn row(x: &(String, u64)) -> Vec<SqlValue> {
+    vec![x.0.as_str().into(), x.1.into()]
+}
+
+/// Runs a job whose sink points at a dead server: the batch fails, naming the sink
+/// and the cause, and the context stops with that error.
+fn job_fails_on_dead_server(
+    app: &str,
+    wire: impl FnOnce(&DStream<(String, u64)>) -> sluice::Result<()>,
+    expect: &[&str],
+) {
+    let ssc = StreamingContext::new(StreamingConf::new(app, Duration::from_millis(20))).unwrap();
+    let s = ssc
+        .queue_stream(vec![vec![("a".to_string(), 1u64)]], true)
+        .unwrap();
+    wire(&s).unwrap();
+    ssc.start().unwrap();
+    let res = ssc.stop(true).and_then(|()| ssc.await_termination());
+    let msg = match res {
+        Ok(()) => panic!("a job writing to a dead server must fail"),
+        Err(e) => e.to_string(),
+    };
+    for want in expect {
+        assert!(msg.contains(want), "{msg:?} should mention {want:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// PostgreSQL
+
+struct PgTables(Vec<String>);
+
+impl Drop for PgTables {
+    fn drop(&mut self) {
+        if let Ok(mut c) = postgres::Client::connect(&pg_url(), postgres::NoTls) {
+            for t in &self.0 {
+                let _ = c.batch_execute(&format!("DROP TABLE IF EXISTS {t}"));
+            }
+        }
+    }
+}
+
+fn pg_totals(c: &mut postgres::Client, table: &str) -> BTreeMap<String, u64> {
+    c.query(&format!("SELECT word, n FROM {table}"), &[])
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.get::<_, String>(0), r.get::<_, i32>(1) as u64))
+        .collect()
+}
+
+#[test]
+fn postgres_sink_commits_each_batch_exactly_once() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut admin = pg_admin();
+    let table = unique();
+    let markers = format!("{table}_batches");
+    let _cleanup = PgTables(vec![table.clone(), markers.clone()]);
+    // `n INT`: the sink converts the mapper's u64 to the column's INT4.
+    admin
+        .batch_execute(&format!(
+            "CREATE TABLE {table} (word TEXT PRIMARY KEY, n INT NOT NULL)"
+        ))
+        .unwrap();
+    // An increment, not an overwrite: only the marker keeps a replay from counting twice.
+    let sink = PostgresSink::new(pg_url(), "pg-word-counts")
+        .marker_table(&markers)
+        .statement(format!(
+            "INSERT INTO {table} (word, n) VALUES ($1, $2) \
+             ON CONFLICT (word) DO UPDATE SET n = {table}.n + EXCLUDED.n"
+        ));
+    let replay_sink = sink.clone();
+    let batches = run_word_count("pg-sink", |s| s.save_to_postgres(sink, row));
+    assert_eq!(pg_totals(&mut admin, &table), expected_totals());
+    let n: i64 = admin
+        .query_one(
+            &format!("SELECT count(*) FROM {markers} WHERE sink_id = 'pg-word-counts'"),
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 4, "one marker per non-empty batch");
+
+    // A restarted driver replays the same batches: each is a no-op.
+    for (t, rows) in &batches {
+        assert!(replay_sink.is_committed(*t).unwrap());
+        let b = Batch::from_vec(rows.clone());
+        assert_eq!(
+            replay_sink.write_rows(&ctx(*t, &b), row).unwrap(),
+            BatchOutcome::AlreadyCommitted
+        );
+    }
+    assert_eq!(pg_totals(&mut admin, &table), expected_totals());
+
+    // An empty batch needs no transaction and leaves no marker.
+    let empty = Batch::<(String, u64)>::default();
+    assert_eq!(
+        replay_sink
+            .write_rows(&ctx(BatchTime(5), &empty), row)
+            .unwrap(),
+        BatchOutcome::Empty
+    );
+    assert!(!replay_sink.is_committed(BatchTime(5)).unwrap());
+}
+
+#[test]
+fn postgres_sink_rolls_back_a_failed_batch_and_replays_it_once() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut admin = pg_admin();
+    let table = unique();
+    let markers = format!("{table}_batches");
+    let _cleanup = PgTables(vec![table.clone(), markers.clone()]);
+    admin
+        .batch_execute(&format!(
+            "CREATE TABLE {table} (word TEXT PRIMARY KEY, n INT NOT NULL)"
+        ))
+        .unwrap();
+    let insert = format!(
+        "INSERT INTO {table} (word, n) VALUES ($1, $2) \
+         ON CONFLICT (word) DO UPDATE SET n = {table}.n + EXCLUDED.n"
+    );
+    let sink = PostgresSink::new(pg_url(), "pg-crash")
+        .marker_table(&markers)
+        .statement(&insert);
+    let t = BatchTime(1_000);
+    let b = Batch::from_vec(vec![("x".to_string(), 2u64), ("y".to_string(), 3)]);
+
+    // 1. The user's writer fails half-way: rows and marker roll back together.
+    let err = sink
+        .write_with(&ctx(t, &b), |tx, _| {
+            tx.execute(insert.as_str(), &[&"x", &2i32])?;
+            Err("simulated failure after the first row".into())
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("postgres sink \"pg-crash\", batch 1000"),
+        "{err}"
+    );
+    assert!(err.contains("simulated failure"), "{err}");
+    assert!(pg_totals(&mut admin, &table).is_empty());
+    assert!(!sink.is_committed(t).unwrap());
+
+    // 2. The connection dies after the rows, before COMMIT (the driver killed
+    //    mid-commit, as the server sees it): the server rolls everything back.
+    let err = sink
+        .write_with(&ctx(t, &b), |tx, _| {
+            let pid: i32 = tx.query_one("SELECT pg_backend_pid()", &[])?.get(0);
+            tx.execute(insert.as_str(), &[&"x", &2i32])?;
+            pg_admin().execute("SELECT pg_terminate_backend($1)", &[&pid])?;
+            Ok(())
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("batch 1000"), "{err}");
+    assert!(pg_totals(&mut admin, &table).is_empty());
+
+    // 3. A value out of the column's range fails the batch, not silently wraps.
+    let big = Batch::from_vec(vec![("z".to_string(), u64::MAX)]);
+    let err = sink.write_rows(&ctx(t, &big), row).unwrap_err().to_string();
+    assert!(err.contains("out of range"), "{err}");
+
+    // 4. The replay (on a fresh connection) commits once; the next replay is a no-op.
+    assert_eq!(
+        sink.write_rows(&ctx(t, &b), row).unwrap(),
+        BatchOutcome::Committed { elements: 2 }
+    );
+    assert_eq!(
+        sink.write_rows(&ctx(t, &b), row).unwrap(),
+        BatchOutcome::AlreadyCommitted
+    );
+    let want: BTreeMap<String, u64> = [("x".to_string(), 2), ("y".to_string(), 3)].into();
+    assert_eq!(pg_totals(&mut admin, &table), want);
+}
+
+#[test]
+fn postgres_sink_reports_dead_server_and_bad_settings_clearly() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let url = format!("postgres://postgres:secret@{DEAD}/test");
+    let sink = PostgresSink::new(&url, "pg-dead")
+        .statement("INSERT INTO t VALUES ($1, $2)")
+        .connect_timeout(Duration::from_secs(2));
+    let b = Batch::from_vec(vec![("a".to_string(), 1u64)]);
+    let err = sink
+        .write_rows(&ctx(BatchTime(42), &b), row)
+        .unwrap_err()
+        .to_string();
+    for want in [
+        "postgres sink \"pg-dead\", batch 42",
+        "cannot connect to postgres://postgres:***@127.0.0.1:1/test",
+    ] {
+        assert!(err.contains(want), "{err:?} should mention {want:?}");
+    }
+    assert!(!err.contains("secret"), "the password leaked: {err}");
+    assert!(err.to_lowercase().contains("refused"), "the cause: {err:?}");
+    let err = sink.check().unwrap_err().to_string();
+    assert!(err.contains("cannot connect"), "{err}");
+
+    let ssc =
+        StreamingContext::new(StreamingConf::new("pg-bad", Duration::from_millis(20))).unwrap();
+    let s = ssc
+        .queue_stream(vec![vec![("a".to_string(), 1u64)]], true)
+        .unwrap();
+    let err = s
+        .save_to_postgres(
+            PostgresSink::new("not a url=", "pg-bad").statement("x"),
+            row,
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("postgres sink \"pg-bad\"") && err.contains("url"),
+        "{err}"
+    );
+    let err = s
+        .save_to_postgres(PostgresSink::new(pg_url(), "pg-bad"), row)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("statement"), "{err}");
+    let err = s
+        .save_to_postgres(
+            PostgresSink::new(pg_url(), "pg-bad")
+                .statement("x")
+                .marker_table("t; DROP TABLE x"),
+            row,
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("marker_table"), "{err}");
+    ssc.stop(false).unwrap();
+
+    job_fails_on_dead_server(
+        "pg-dead-job",
+        |s| {
+            s.save_to_postgres(
+                PostgresSink::new(format!("postgres://postgres@{DEAD}/test"), "pg-dead-job")
+                    .statement("INSERT INTO t VALUES ($1, $2)"),
+                row,
+            )
+        },
+        &["postgres sink \"pg-dead-job\", batch", "cannot connect"],
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// MySQL / MariaDB
+
+struct MySqlTables(Vec<String>);
+
+impl Drop for MySqlTables {
+    fn drop(&mut self) {
+        if let Ok(opts) = mysql::Opts::from_url(&mysql_url()) {
+            if let Ok(mut c) = mysql::Conn::new(opts) {
+                use mysql::prelude::Queryable;
+                for t in &self.0 {
+                    let _ = c.query_drop(format!("DROP TABLE IF EXISTS {t}"));
+                }
+            }
+        }
+    }
+}
+
+fn mysql_totals(c: &mut mysql::Conn, table: &str) -> BTreeMap<String, u64> {
+    use mysql::prelude::Queryable;
+    c.query::<(String, u64), _>(format!("SELECT word, n FROM {table}"))
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+#[test]
+fn mysql_sink_commits_each_batch_exactly_once() {
+    use mysql::prelude::Queryable;
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut admin = mysql_admin();
+    let table = unique();
+    let markers = format!("{table}_batches");
+    let _cleanup = MySqlTables(vec![table.clone(), markers.clone()]);
+    admin
+        .query_drop(format!(
+            "CREATE TABLE {table} (word VARCHAR(64) PRIMARY KEY, n BIGINT NOT NULL) ENGINE=InnoDB"
+        ))
+        .unwrap();
+    let sink = MySqlSink::new(mysql_url(), "mysql-word-counts")
+        .marker_table(&markers)
+        .statement(format!(
+            "INSERT INTO {table} (word, n) VALUES (?, ?) ON DUPLICATE KEY UPDATE n = n + VALUES(n)"
+        ));
+    let replay_sink = sink.clone();
+    let batches = run_word_count("mysql-sink", |s| s.save_to_mysql(sink, row));
+    assert_eq!(mysql_totals(&mut admin, &table), expected_totals());
+    let n: Option<u64> = admin
+        .query_first(format!(
+            "SELECT COUNT(*) FROM {markers} WHERE sink_id = 'mysql-word-counts'"
+        ))
+        .unwrap();
+    assert_eq!(n, Some(4), "one marker per non-empty batch");
+
+    for (t, rows) in &batches {
+        assert!(replay_sink.is_committed(*t).unwrap());
+        let b = Batch::from_vec(rows.clone());
+        assert_eq!(
+            replay_sink.write_rows(&ctx(*t, &b), row).unwrap(),
+            BatchOutcome::AlreadyCommitted
+        );
+    }
+    assert_eq!(mysql_totals(&mut admin, &table), expected_totals());
+}
+
+#[test]
+fn mysql_sink_rolls_back_a_failed_batch_and_replays_it_once() {
+    use mysql::prelude::Queryable;
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut admin = mysql_admin();
+    let table = unique();
+    let markers = format!("{table}_batches");
+    let _cleanup = MySqlTables(vec![table.clone(), markers.clone()]);
+    admin
+        .query_drop(format!(
+            "CREATE TABLE {table} (word VARCHAR(64) PRIMARY KEY, n BIGINT NOT NULL) ENGINE=InnoDB"
+        ))
+        .unwrap();
+    let insert = format!(
+        "INSERT INTO {table} (word, n) VALUES (?, ?) ON DUPLICATE KEY UPDATE n = n + VALUES(n)"
+    );
+    let sink = MySqlSink::new(mysql_url(), "mysql-crash")
+        .marker_table(&markers)
+        .statement(&insert);
+    let t = BatchTime(2_000);
+    let b = Batch::from_vec(vec![("x".to_string(), 2u64), ("y".to_string(), 3)]);
+
+    // 1. The user's writer fails half-way: rows and marker roll back together.
+    let err = sink
+        .write_with(&ctx(t, &b), |tx, _| {
+            tx.exec_drop(&insert, ("x", 2))?;
+            Err("simulated failure after the first row".into())
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("mysql sink \"mysql-crash\", batch 2000"),
+        "{err}"
+    );
+    assert!(err.contains("simulated failure"), "{err}");
+    assert!(mysql_totals(&mut admin, &table).is_empty());
+    assert!(!sink.is_committed(t).unwrap());
+
+    // 2. The connection is killed after the rows, before COMMIT: the server rolls
+    //    everything back.
+    let err = sink
+        .write_with(&ctx(t, &b), |tx, _| {
+            let id: Option<u64> = tx.query_first("SELECT CONNECTION_ID()")?;
+            tx.exec_drop(&insert, ("x", 2))?;
+            mysql_admin().query_drop(format!("KILL {}", id.unwrap_or(0)))?;
+            Ok(())
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("batch 2000"), "{err}");
+    assert!(mysql_totals(&mut admin, &table).is_empty());
+
+    // 3. The replay (on a fresh connection) commits once; the next replay is a no-op.
+    assert_eq!(
+        sink.write_rows(&ctx(t, &b), row).unwrap(),
+        BatchOutcome::Committed { elements: 2 }
+    );
+    assert_eq!(
+        sink.write_rows(&ctx(t, &b), row).unwrap(),
+        BatchOutcome::AlreadyCommitted
+    );
+    let want: BTreeMap<String, u64> = [("x".to_string(), 2), ("y".to_string(), 3)].into();
+    assert_eq!(mysql_totals(&mut admin, &table), want);
+}
+
+#[test]
+fn mysql_sink_reports_dead_server_and_bad_settings_clearly() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let url = format!("mysql://root:secret@{DEAD}/test");
+    let sink = MySqlSink::new(&url, "mysql-dead")
+        .statement("INSERT INTO t VALUES (?, ?)")
+        .connect_timeout(Duration::from_secs(2));
+    let b = Batch::from_vec(vec![("a".to_string(), 1u64)]);
+    let err = sink
+        .write_rows(&ctx(BatchTime(42), &b), row)
+        .unwrap_err()
+        .to_string();
+    for want in [
+        "mysql sink \"mysql-dead\", batch 42",
+        "cannot connect to mysql://root:***@127.0.0.1:1/test",
+    ] {
+        assert!(err.contains(want), "{err:?} should mention {want:?}");
+    }
+    assert!(!err.contains("secret"), "the password leaked: {err}");
+    assert!(err.to_lowercase().contains("refused"), "the cause: {err:?}");
+
+    let ssc =
+        StreamingContext::new(StreamingConf::new("mysql-bad", Duration::from_millis(20))).unwrap();
+    let s = ssc
+        .queue_stream(vec![vec![("a".to_string(), 1u64)]], true)
+        .unwrap();
+    let err = s
+        .save_to_mysql(
+            MySqlSink::new("postgres://x/y", "mysql-bad").statement("x"),
+            row,
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("mysql sink \"mysql-bad\"") && err.contains("url"),
+        "{err}"
+    );
+    ssc.stop(false).unwrap();
+
+    job_fails_on_dead_server(
+        "mysql-dead-job",
+        |s| {
+            s.save_to_mysql(
+                MySqlSink::new(format!("mysql://root@{DEAD}/test"), "mysql-dead-job")
+                    .statement("INSERT INTO t VALUES (?, ?)"),
+                row,
+            )
+        },
+        &["mysql sink \"mysql-dead-job\", batch", "cannot connect"],
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// Redis
+
+struct RedisKeys(String);
+
+impl Drop for RedisKeys {
+    fn drop(&mut self) {
+        if let Ok(mut c) = redis::Client::open(redis_url()).and_then(|c| c.get_connection()) {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{}*", self.0))
+                .query(&mut c)
+                .unwrap_or_default();
+            for k in keys {
+                let _ = redis::cmd("DEL").arg(k).exec(&mut c);
+            }
+        }
+    }
+}
+
+#[test]
+fn redis_sink_writes_each_batch_once() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut admin = redis_admin();
+    let p = unique();
+    let _cleanup = RedisKeys(p.clone());
+    let marker_prefix = format!("{p}:batches");
+    // Per-batch keys named by the batch id, written whole: idempotent by construction.
+    let sink = RedisSink::new(redis_url(), "redis-counts").marker_prefix(&marker_prefix);
+    let replay_sink = sink.clone();
+    let key_prefix = p.clone();
+    let per_batch = move |c: &BatchContext<'_, (String, u64)>| {
+        Ok(c.batch
+            .iter()
+            .map(|(w, n)| RedisWrite::hset(format!("{key_prefix}:counts:{}", c.batch_id()), w, n))
+            .collect())
+    };
+    let f = per_batch.clone();
+    let batches = run_word_count("redis-sink", |s| s.save_to_redis_with(sink, f));
+
+    let sum_per_batch = |c: &mut redis::Connection| {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{p}:counts:*"))
+            .query(c)
+            .unwrap();
+        let mut totals = BTreeMap::new();
+        for k in &keys {
+            let h: BTreeMap<String, u64> = redis::cmd("HGETALL").arg(k).query(c).unwrap();
+            for (w, n) in h {
+                *totals.entry(w).or_insert(0) += n;
+            }
+        }
+        (keys.len(), totals)
+    };
+    assert_eq!(sum_per_batch(&mut admin), (4, expected_totals()));
+
+    // Replays are no-ops, even after the data moved on: batch 1's replay does not
+    // restore the value a later change overwrote.
+    let (t0, _) = &batches[0];
+    let k0 = format!("{p}:counts:{}", t0.0);
+    redis::cmd("HSET")
+        .arg(&k0)
+        .arg("a")
+        .arg(999)
+        .exec(&mut admin)
+        .unwrap();
+    for (t, rows) in &batches {
+        assert!(replay_sink.is_committed(*t).unwrap());
+        let b = Batch::from_vec(rows.clone());
+        assert_eq!(
+            replay_sink.write_with(&ctx(*t, &b), &per_batch).unwrap(),
+            BatchOutcome::AlreadyCommitted
+        );
+    }
+    let a: u64 = redis::cmd("HGET")
+        .arg(&k0)
+        .arg("a")
+        .query(&mut admin)
+        .unwrap();
+    assert_eq!(a, 999);
+    redis::cmd("HSET")
+        .arg(&k0)
+        .arg("a")
+        .arg(2)
+        .exec(&mut admin)
+        .unwrap();
+    assert_eq!(sum_per_batch(&mut admin), (4, expected_totals()));
+}
+
+#[test]
+fn redis_sink_clears_the_marker_of_a_partly_failed_batch() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut admin = redis_admin();
+    let p = unique();
+    let _cleanup = RedisKeys(p.clone());
+    let sink = RedisSink::new(redis_url(), "redis-partial")
+        .marker_prefix(format!("{p}:batches"))
+        .marker_ttl(Duration::from_secs(600));
+    let t = BatchTime(3_000);
+    let wrong = format!("{p}:wrong");
+    // A string where the batch writes a hash: HSET fails inside the EXEC, which Redis
+    // does not roll back.
+    redis::cmd("SET")
+        .arg(&wrong)
+        .arg("x")
+        .exec(&mut admin)
+        .unwrap();
+    let b = Batch::from_vec(vec![("a".to_string(), 1u64), ("b".to_string(), 2)]);
+    let f = |(w, n): &(String, u64)| {
+        [
+            RedisWrite::set(format!("{p}:total:{w}"), n),
+            RedisWrite::hset(&wrong, w, n),
+        ]
+    };
+    let err = sink.write_batch(&ctx(t, &b), f).unwrap_err().to_string();
+    assert!(
+        err.contains("redis sink \"redis-partial\", batch 3000"),
+        "{err}"
+    );
+    assert!(err.contains("WRONGTYPE"), "{err}");
+    // The marker is gone so the replay writes the batch again.
+    assert!(!sink.is_committed(t).unwrap());
+
+    redis::cmd("DEL").arg(&wrong).exec(&mut admin).unwrap();
+    assert_eq!(
+        sink.write_batch(&ctx(t, &b), f).unwrap(),
+        BatchOutcome::Committed { elements: 2 }
+    );
+    assert_eq!(
+        sink.write_batch(&ctx(t, &b), f).unwrap(),
+        BatchOutcome::AlreadyCommitted
+    );
+    let h: BTreeMap<String, u64> = redis::cmd("HGETALL").arg(&wrong).query(&mut admin).unwrap();
+    assert_eq!(h, [("a".to_string(), 1), ("b".to_string(), 2)].into());
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(sink.marker_key(t))
+        .query(&mut admin)
+        .unwrap();
+    assert!((1..=600).contains(&ttl), "marker TTL {ttl}");
+}
+
+#[test]
+fn redis_sink_reports_dead_server_and_bad_settings_clearly() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let sink = RedisSink::new(format!("redis://:secret@{DEAD}/"), "redis-dead")
+        .connect_timeout(Duration::from_secs(2));
+    let b = Batch::from_vec(vec![("a".to_string(), 1u64)]);
+    let err = sink
+        .write_batch(&ctx(BatchTime(42), &b), |(w, n): &(String, u64)| {
+            [RedisWrite::set(w, n)]
+        })
+        .unwrap_err()
+        .to_string();
+    for want in [
+        "redis sink \"redis-dead\", batch 42",
+        "cannot connect to redis://:***@127.0.0.1:1/",
+    ] {
+        assert!(err.contains(want), "{err:?} should mention {want:?}");
+    }
+    assert!(!err.contains("secret"), "the password leaked: {err}");
+    assert!(err.to_lowercase().contains("refused"), "the cause: {err:?}");
+
+    let ssc =
+        StreamingContext::new(StreamingConf::new("redis-bad", Duration::from_millis(20))).unwrap();
+    let s = ssc
+        .queue_stream(vec![vec![("a".to_string(), 1u64)]], true)
+        .unwrap();
+    let err = s
+        .save_to_redis(
+            RedisSink::new("http://nope", "redis-bad"),
+            |(w, n): &(String, u64)| [RedisWrite::set(w, n)],
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("redis sink \"redis-bad\"") && err.contains("url"),
+        "{err}"
+    );
+    ssc.stop(false).unwrap();
+
+    job_fails_on_dead_server(
+        "redis-dead-job",
+        |s| {
+            s.save_to_redis(
+                RedisSink::new(format!("redis://{DEAD}/"), "redis-dead-job"),
+                |(w, n): &(String, u64)| [RedisWrite::set(w, n)],
+            )
+        },
+        &["redis sink \"redis-dead-job\", batch", "cannot connect"],
+    );
+}
