@@ -239,8 +239,9 @@ impl<K: Data + Hash + Eq, V: Data> DStream<(K, V)> {
             side.insert(t, Batch::from_partitions(mapped));
             Ok(Batch::from_partitions(states))
         })?;
-        // The node reads its own batch at `t - slide`: keep it that long.
-        AnyNode::remember(&*state.node, slide);
+        // The node reads its own batch at `t - slide`: keep it that long, and one batch
+        // more so it counts as remembering past batches and checkpoints carry it.
+        AnyNode::remember(&*state.node, slide + self.ctx.conf.batch_interval);
         let _ = me.set(Arc::downgrade(&state.node));
         let source = state.clone();
         let info = state.info_for::<U>("map_with_state:mapped", vec![state.node.info.id]);

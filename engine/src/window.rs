@@ -186,8 +186,10 @@ impl<K: Data + Hash + Eq, V: Data> DStream<(K, V)> {
                 filter,
             ))
         })?;
-        // The node reads its own value at `t - slide`: keep it that long.
-        AnyNode::remember(&*out.node, slide);
+        // The node reads its own value at `t - slide`: keep it that long, and one batch
+        // more so it counts as remembering past batches and checkpoints carry it (a
+        // restarted job resumes from it; its parent's batches are kept likewise).
+        AnyNode::remember(&*out.node, slide + self.ctx.conf.batch_interval);
         let _ = me.set(Arc::downgrade(&out.node));
         Ok(out)
     }
