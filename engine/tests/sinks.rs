@@ -7,7 +7,8 @@
 //! Each test runs a word-count job through the sink, then replays every batch it
 //! committed (a restarted driver re-runs batches with the same times and inputs) and
 //! checks the output holds each batch exactly once; it also fails a batch half-way
-//! and checks nothing of it is left, and points a sink at a dead server.
+//! and checks nothing of it is left, races two drivers on one batch, and points a
+//! sink at a dead server.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -342,6 +343,59 @@ fn postgres_sink_rolls_back_a_failed_batch_and_replays_it_once() {
 }
 
 #[test]
+fn postgres_sink_two_drivers_racing_on_a_batch_write_it_once() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut admin = pg_admin();
+    let table = unique();
+    let markers = format!("{table}_batches");
+    let _cleanup = PgTables(vec![table.clone(), markers.clone()]);
+    admin
+        .batch_execute(&format!(
+            "CREATE TABLE {table} (word TEXT PRIMARY KEY, n INT NOT NULL)"
+        ))
+        .unwrap();
+    let insert = format!(
+        "INSERT INTO {table} (word, n) VALUES ($1, $2) \
+         ON CONFLICT (word) DO UPDATE SET n = {table}.n + EXCLUDED.n"
+    );
+    // A zombie driver and its replacement, each with its own connection.
+    let zombie = PostgresSink::new(pg_url(), "pg-race")
+        .marker_table(&markers)
+        .statement(&insert);
+    let replacement = zombie.clone();
+    zombie.check().unwrap();
+    replacement.check().unwrap();
+    let t = BatchTime(4_000);
+    let b = Batch::from_vec(vec![("x".to_string(), 2u64), ("y".to_string(), 3)]);
+    let (claimed_tx, claimed) = std::sync::mpsc::channel();
+    let (waited, outcome) = std::thread::scope(|s| {
+        let z = s.spawn(|| {
+            zombie.write_with(&ctx(t, &b), |tx, c| {
+                for x in c.batch.iter() {
+                    tx.execute(insert.as_str(), &[&x.0, &(x.1 as i32)])?;
+                }
+                claimed_tx.send(()).unwrap();
+                std::thread::sleep(Duration::from_millis(300));
+                Ok(())
+            })
+        });
+        claimed.recv().unwrap();
+        let start = std::time::Instant::now();
+        // Blocks on the marker's key until the zombie commits, then skips.
+        let outcome = replacement.write_rows(&ctx(t, &b), row).unwrap();
+        assert_eq!(
+            z.join().unwrap().unwrap(),
+            BatchOutcome::Committed { elements: 2 }
+        );
+        (start.elapsed(), outcome)
+    });
+    assert_eq!(outcome, BatchOutcome::AlreadyCommitted);
+    assert!(waited >= Duration::from_millis(150), "waited {waited:?}");
+    let want: BTreeMap<String, u64> = [("x".to_string(), 2), ("y".to_string(), 3)].into();
+    assert_eq!(pg_totals(&mut admin, &table), want);
+}
+
+#[test]
 fn postgres_sink_reports_dead_server_and_bad_settings_clearly() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let url = format!("postgres://postgres:secret@{DEAD}/test");
@@ -541,6 +595,57 @@ fn mysql_sink_rolls_back_a_failed_batch_and_replays_it_once() {
 }
 
 #[test]
+fn mysql_sink_two_drivers_racing_on_a_batch_write_it_once() {
+    use mysql::prelude::Queryable;
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut admin = mysql_admin();
+    let table = unique();
+    let markers = format!("{table}_batches");
+    let _cleanup = MySqlTables(vec![table.clone(), markers.clone()]);
+    admin
+        .query_drop(format!(
+            "CREATE TABLE {table} (word VARCHAR(64) PRIMARY KEY, n BIGINT NOT NULL) ENGINE=InnoDB"
+        ))
+        .unwrap();
+    let insert = format!(
+        "INSERT INTO {table} (word, n) VALUES (?, ?) ON DUPLICATE KEY UPDATE n = n + VALUES(n)"
+    );
+    let zombie = MySqlSink::new(mysql_url(), "mysql-race")
+        .marker_table(&markers)
+        .statement(&insert);
+    let replacement = zombie.clone();
+    zombie.check().unwrap();
+    replacement.check().unwrap();
+    let t = BatchTime(4_000);
+    let b = Batch::from_vec(vec![("x".to_string(), 2u64), ("y".to_string(), 3)]);
+    let (claimed_tx, claimed) = std::sync::mpsc::channel();
+    let (waited, outcome) = std::thread::scope(|s| {
+        let z = s.spawn(|| {
+            zombie.write_with(&ctx(t, &b), |tx, c| {
+                for x in c.batch.iter() {
+                    tx.exec_drop(&insert, (&x.0, x.1))?;
+                }
+                claimed_tx.send(()).unwrap();
+                std::thread::sleep(Duration::from_millis(300));
+                Ok(())
+            })
+        });
+        claimed.recv().unwrap();
+        let start = std::time::Instant::now();
+        let outcome = replacement.write_rows(&ctx(t, &b), row).unwrap();
+        assert_eq!(
+            z.join().unwrap().unwrap(),
+            BatchOutcome::Committed { elements: 2 }
+        );
+        (start.elapsed(), outcome)
+    });
+    assert_eq!(outcome, BatchOutcome::AlreadyCommitted);
+    assert!(waited >= Duration::from_millis(150), "waited {waited:?}");
+    let want: BTreeMap<String, u64> = [("x".to_string(), 2), ("y".to_string(), 3)].into();
+    assert_eq!(mysql_totals(&mut admin, &table), want);
+}
+
+#[test]
 fn mysql_sink_reports_dead_server_and_bad_settings_clearly() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let url = format!("mysql://root:secret@{DEAD}/test");
@@ -730,6 +835,32 @@ fn redis_sink_clears_the_marker_of_a_partly_failed_batch() {
         .query(&mut admin)
         .unwrap();
     assert!((1..=600).contains(&ttl), "marker TTL {ttl}");
+}
+
+#[test]
+fn redis_sink_yields_to_a_driver_that_commits_the_batch_first() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut admin = redis_admin();
+    let p = unique();
+    let _cleanup = RedisKeys(p.clone());
+    let sink = RedisSink::new(redis_url(), "redis-race").marker_prefix(format!("{p}:batches"));
+    let t = BatchTime(5_000);
+    let b = Batch::from_vec(vec![("a".to_string(), 1u64)]);
+    let key = format!("{p}:total:a");
+    // The other driver commits the batch after this one checked the marker and before
+    // its EXEC: the WATCH discards this one's writes, and it reports the batch skipped.
+    let outcome = sink
+        .write_with(&ctx(t, &b), |_| {
+            redis::cmd("SET")
+                .arg(sink.marker_key(t))
+                .arg(1)
+                .exec(&mut admin)?;
+            Ok(vec![RedisWrite::set(&key, 1)])
+        })
+        .unwrap();
+    assert_eq!(outcome, BatchOutcome::AlreadyCommitted);
+    let exists: bool = redis::cmd("EXISTS").arg(&key).query(&mut admin).unwrap();
+    assert!(!exists, "the losing writer's EXEC was discarded");
 }
 
 #[test]
