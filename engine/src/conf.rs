@@ -19,6 +19,8 @@ use crate::{EngineError, Result};
 /// | `SLUICE_RECEIVER_WAL` | `receiver_wal` | `true` |
 /// | `SLUICE_RECEIVER_MAX_RATE` | `receiver_max_rate` (records/s, 0 = none) | `100000` |
 /// | `SLUICE_BACKPRESSURE` | `backpressure` | `true` |
+/// | `SLUICE_DROP_INCOMPATIBLE_STATE` | `drop_incompatible_state` | `false` |
+/// | `SLUICE_DOWN_TIME` | `down_time` | `run-each`, `fold` |
 /// | `SLUICE_BACKPRESSURE_INITIAL_RATE` | `backpressure_initial_rate` (records/s) | `10000` |
 /// | `SLUICE_BACKPRESSURE_PID_PROPORTIONAL` | `backpressure_pid.proportional` | `1.0` |
 /// | `SLUICE_BACKPRESSURE_PID_INTEGRAL` | `backpressure_pid.integral` | `0.2` |
@@ -53,6 +55,11 @@ pub struct StreamingConf {
     /// How long a receiver waits before its first restart after an error; each further
     /// consecutive failure doubles it, up to 60 times this value (at most 30 s).
     pub receiver_restart_delay: Duration,
+    /// On restart, drop the state of operators whose change is incompatible with the
+    /// checkpoint (renamed, removed, retyped) instead of refusing to start.
+    pub drop_incompatible_state: bool,
+    /// On restart, what to do with batch times that passed while the driver was down.
+    pub down_time: sluice_recovery::plan::DownTime,
 }
 
 impl StreamingConf {
@@ -72,6 +79,8 @@ impl StreamingConf {
             backpressure_initial_rate: None,
             backpressure_pid: crate::rate::PidConf::default(),
             receiver_restart_delay: Duration::from_millis(500),
+            drop_incompatible_state: false,
+            down_time: sluice_recovery::plan::DownTime::RunEach,
         }
     }
 
@@ -170,6 +179,16 @@ impl StreamingConf {
                     self.receiver_max_rate = (n > 0).then_some(n);
                 }
                 "SLUICE_BACKPRESSURE" => self.backpressure = parse_bool(&v).map_err(bad)?,
+                "SLUICE_DROP_INCOMPATIBLE_STATE" => {
+                    self.drop_incompatible_state = parse_bool(&v).map_err(bad)?
+                }
+                "SLUICE_DOWN_TIME" => {
+                    self.down_time = match v.as_str() {
+                        "run-each" => sluice_recovery::plan::DownTime::RunEach,
+                        "fold" => sluice_recovery::plan::DownTime::Fold,
+                        _ => return Err(bad(format!("{v:?}: use run-each or fold"))),
+                    }
+                }
                 "SLUICE_BACKPRESSURE_INITIAL_RATE" => {
                     let n: u64 = v
                         .parse()

@@ -25,6 +25,26 @@ pub(crate) trait Input: Send + Sync {
     fn drained(&self) -> bool;
     /// Forgets allocations of batches at or before `t` (they are processed).
     fn forget(&self, t: BatchTime);
+    /// What `allocate` fixed for batch `t`, encoded for the driver log so a restarted
+    /// driver can `replay` it; `None` for an input that cannot replay (its data for an
+    /// unfinished batch is lost in a crash).
+    fn plan_of(&self, _t: BatchTime) -> Option<Vec<u8>> {
+        None
+    }
+    /// Fixes the data of batch `t` from a plan written by `plan_of` (restart).
+    fn replay(&self, _t: BatchTime, _plan: &[u8], _env: &Env) -> Result<u64> {
+        Err(EngineError::NotReplayable {
+            input: self.describe(),
+        })
+    }
+    /// The input's position after the last allocated batch (for checkpoints).
+    fn position(&self) -> Option<Vec<u8>> {
+        None
+    }
+    /// Restores a position written by `position` (before start).
+    fn restore_position(&self, _pos: &[u8]) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// An output operation: runs once per batch time, in definition order.
@@ -53,6 +73,7 @@ pub(crate) struct GraphState {
 pub(crate) struct CtxInner {
     pub(crate) conf: StreamingConf,
     pub(crate) env: Env,
+    pub(crate) durable: Option<Arc<crate::durable::Durable>>,
     state: Mutex<GraphState>,
     done: Condvar,
     stop: AtomicBool,
@@ -84,8 +105,13 @@ impl CtxInner {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    pub(crate) fn nodes_and_inputs(&self) -> (Vec<Arc<dyn AnyNode>>, Vec<Arc<dyn Input>>) {
+        let st = self.state();
+        (st.registry.nodes.clone(), st.inputs.clone())
+    }
+
     /// Adds a node; refused once the context has started.
-    pub(crate) fn add_node<T: Clone + Send + Sync + 'static>(
+    pub(crate) fn add_node<T: crate::Data>(
         self: &Arc<Self>,
         mut info: NodeInfo,
         slide: Duration,
@@ -202,10 +228,12 @@ impl StreamingContext {
             parallelism: conf.parallelism,
             pool: Arc::new(pool),
         };
+        let durable = crate::durable::Durable::open(&conf)?.map(Arc::new);
         Ok(StreamingContext {
             inner: Arc::new(CtxInner {
                 conf,
                 env,
+                durable,
                 state: Mutex::new(GraphState {
                     phase: Phase::Defining,
                     registry: Registry::default(),
@@ -286,7 +314,26 @@ impl StreamingContext {
             *a = Some(self.inner.conf.app_name.clone());
         }
         let b = self.inner.conf.batch_interval.as_millis() as u64;
-        let zero = zero.unwrap_or(BatchTime(now_ms() / b * b));
+        let plan_zero = self.inner.durable.as_ref().and_then(|d| {
+            d.plan
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .map(|p| BatchTime(p.zero_ms))
+        });
+        let zero = zero.or(plan_zero).unwrap_or(BatchTime(now_ms() / b * b));
+        if let Some(d) = &self.inner.durable {
+            if plan_zero.is_none() && d.log.inner().next_lsn().0 > 0 {
+                return Err(EngineError::Config {
+                    setting: "checkpoint".into(),
+                    reason: format!(
+                        "{} already holds a job's driver log: resume it with StreamingContext::get_or_create, or use an empty location",
+                        d.location
+                    ),
+                });
+            }
+            d.log_started(zero, self.inner.conf.batch_interval)?;
+        }
         let env = Env {
             zero,
             ..self.inner.env.clone()
@@ -406,7 +453,31 @@ fn run_scheduler(inner: &Arc<CtxInner>, env: &Env) -> Result<()> {
             st.registry.nodes.clone(),
         )
     };
+    let job = Job {
+        env,
+        inputs: &inputs,
+        outputs: &outputs,
+        nodes: &nodes,
+        durable: inner.durable.as_deref(),
+        app_name: &inner.conf.app_name,
+    };
     let mut t = env.zero.plus(env.batch);
+    let plan = inner
+        .durable
+        .as_ref()
+        .and_then(|d| d.plan.lock().unwrap_or_else(|e| e.into_inner()).take());
+    if let Some(plan) = plan {
+        // Restart: re-run what was planned after the checkpoint, with the same inputs,
+        // then the batch times the clock passed while the driver was down.
+        let listeners = inner.state().listeners.clone();
+        for (time, plans) in &plan.replay {
+            job.run_batch(BatchTime(*time), Some(plans), &listeners)?;
+        }
+        for time in &plan.catch_up {
+            job.run_batch(BatchTime(*time), None, &listeners)?;
+        }
+        t = BatchTime(plan.next_ms);
+    }
     loop {
         // Wait for the batch time, or a stop.
         let mut st = inner.state();
@@ -434,59 +505,94 @@ fn run_scheduler(inner: &Arc<CtxInner>, env: &Env) -> Result<()> {
                 return Ok(());
             }
         }
-        run_batch(t, env, &inputs, &outputs, &nodes, &listeners)?;
+        job.run_batch(t, None, &listeners)?;
         t = t.plus(env.batch);
     }
 }
 
-fn run_batch(
-    t: BatchTime,
-    env: &Env,
-    inputs: &[Arc<dyn Input>],
-    outputs: &[Arc<dyn Output>],
-    nodes: &[Arc<dyn AnyNode>],
-    listeners: &[Arc<dyn StreamingListener>],
-) -> Result<()> {
-    let span = tracing::info_span!("batch", time = t.0);
-    let _g = span.enter();
-    let submitted = Instant::now();
-    let mut records = 0;
-    for input in inputs {
-        records += input.allocate(t, env)?;
-    }
-    let mut info = BatchInfo {
-        time: t,
-        records,
-        scheduling_delay: Duration::from_millis(now_ms().saturating_sub(t.0)),
-        processing_delay: None,
-    };
-    for l in listeners {
-        l.on_batch_submitted(&info);
-        l.on_batch_started(&info);
-    }
-    let started = Instant::now();
-    for out in outputs {
-        out.run(t, env).map_err(|e| EngineError::Batch {
+struct Job<'a> {
+    env: &'a Env,
+    inputs: &'a [Arc<dyn Input>],
+    outputs: &'a [Arc<dyn Output>],
+    nodes: &'a [Arc<dyn AnyNode>],
+    durable: Option<&'a crate::durable::Durable>,
+    app_name: &'a str,
+}
+
+impl Job<'_> {
+    /// Runs batch `t`: fix its inputs (or replay a logged plan), log the plan durably,
+    /// run the outputs in order, log completion, checkpoint when due.
+    fn run_batch(
+        &self,
+        t: BatchTime,
+        replay: Option<&[sluice_recovery::log::InputPlan]>,
+        listeners: &[Arc<dyn StreamingListener>],
+    ) -> Result<()> {
+        let env = self.env;
+        let span = tracing::info_span!("batch", time = t.0, replay = replay.is_some());
+        let _g = span.enter();
+        let submitted = Instant::now();
+        let mut records = 0;
+        for (i, input) in self.inputs.iter().enumerate() {
+            let logged = replay.and_then(|p| p.iter().find(|x| x.input == i));
+            records += match logged {
+                Some(p) => input.replay(t, &p.plan, env)?,
+                None => input.allocate(t, env)?,
+            };
+        }
+        if let (Some(d), None) = (self.durable, replay) {
+            let plans = self
+                .inputs
+                .iter()
+                .enumerate()
+                .filter_map(|(i, input)| {
+                    input
+                        .plan_of(t)
+                        .map(|plan| sluice_recovery::log::InputPlan { input: i, plan })
+                })
+                .collect();
+            d.planned(t, plans)?;
+        }
+        let mut info = BatchInfo {
             time: t,
-            output: out.describe(),
-            cause: Box::new(e),
-        })?;
+            records,
+            scheduling_delay: Duration::from_millis(now_ms().saturating_sub(t.0)),
+            processing_delay: None,
+        };
+        for l in listeners {
+            l.on_batch_submitted(&info);
+            l.on_batch_started(&info);
+        }
+        let started = Instant::now();
+        for out in self.outputs {
+            out.run(t, env).map_err(|e| EngineError::Batch {
+                time: t,
+                output: out.describe(),
+                cause: Box::new(e),
+            })?;
+        }
+        info.processing_delay = Some(started.elapsed());
+        // A window reads its parent's past batches: compute them now, before the inputs
+        // forget this batch's data, also where no output read them at `t`.
+        for n in self.nodes {
+            n.keep_for_window(t, env)?;
+        }
+        if let Some(d) = self.durable {
+            d.completed(t)?;
+            if d.due(t, env) {
+                d.checkpoint(t, env, self.app_name, self.nodes, self.inputs)?;
+            }
+        }
+        for n in self.nodes {
+            n.forget(t, env.batch);
+        }
+        for i in self.inputs {
+            i.forget(t);
+        }
+        tracing::debug!(records, took = ?submitted.elapsed(), "batch done");
+        for l in listeners {
+            l.on_batch_completed(&info);
+        }
+        Ok(())
     }
-    info.processing_delay = Some(started.elapsed());
-    // A window reads its parent's past batches: compute them now, before the inputs
-    // forget this batch's data, also where no output read them at `t`.
-    for n in nodes {
-        n.keep_for_window(t, env)?;
-    }
-    for n in nodes {
-        n.forget(t, env.batch);
-    }
-    for i in inputs {
-        i.forget(t);
-    }
-    tracing::debug!(records, took = ?submitted.elapsed(), "batch done");
-    for l in listeners {
-        l.on_batch_completed(&info);
-    }
-    Ok(())
 }

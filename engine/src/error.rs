@@ -50,6 +50,15 @@ pub enum EngineError {
     /// A record that could not be read (a malformed input line, a bad file).
     #[error("malformed input in {source_name}: {reason}")]
     Malformed { source_name: String, reason: String },
+    /// The checkpoint store failed (names the location and cause).
+    #[error(transparent)]
+    Checkpoint(#[from] sluice_checkpoint::CheckpointError),
+    /// The rebuilt graph cannot resume from the checkpoint; lists every difference.
+    #[error("the job's graph changed incompatibly since its checkpoint:\n  - {}\nRevert the change, point the job at a new checkpoint location, or set drop_incompatible_state (SLUICE_DROP_INCOMPATIBLE_STATE=true) to drop the affected state", differences.join("\n  - "))]
+    IncompatibleGraph { differences: Vec<String> },
+    /// A restart needs to replay an input that cannot replay.
+    #[error("input {input} cannot replay a logged batch (enable the receiver WAL or use a replayable source)")]
+    NotReplayable { input: String },
     /// A user function or sink returned an error.
     #[error("{0}")]
     User(String),

@@ -6,31 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 use crate::{Batch, BatchTime, Result};
 
-/// What the graph descriptor stores about one node: enough to compare a rebuilt graph
-/// with the one a checkpoint was taken from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeInfo {
-    /// Position in the graph (order of definition).
-    pub id: usize,
-    /// The operator, e.g. `map`, `window`, `update_state_by_key`, `input:socket`.
-    pub kind: String,
-    /// The stable name of a stateful operator (or an input).
-    pub name: Option<String>,
-    /// The nodes this one reads.
-    pub parents: Vec<usize>,
-    /// The element type.
-    pub type_name: String,
-    /// The state type, for stateful operators.
-    pub state_type: Option<String>,
-    /// `(window length, slide)` in milliseconds, for windowed operators.
-    pub window_ms: Option<(u64, u64)>,
-    /// How often the node produces a batch, in milliseconds.
-    pub slide_ms: u64,
-}
+pub use sluice_recovery::graph::NodeInfo;
 
 /// What a node's compute function sees.
 #[derive(Debug, Clone)]
@@ -59,6 +37,35 @@ impl Env {
 
 pub(crate) type ComputeFn<T> = Box<dyn Fn(BatchTime, &Env) -> Result<Batch<T>> + Send + Sync>;
 
+/// Splits a stateful node's elements into key and value bytes for state snapshots,
+/// and joins them back.
+pub(crate) struct KvCodec<T> {
+    pub(crate) split: fn(&T) -> Result<(Vec<u8>, Vec<u8>)>,
+    pub(crate) join: fn(&[u8], &[u8]) -> Result<T>,
+}
+
+fn codec_err(e: impl std::fmt::Display) -> crate::EngineError {
+    crate::EngineError::User(format!("state (de)serialization failed: {e}"))
+}
+
+pub(crate) fn encode<X: serde::Serialize>(x: &X) -> Result<Vec<u8>> {
+    bincode::serde::encode_to_vec(x, bincode::config::standard()).map_err(codec_err)
+}
+
+pub(crate) fn decode<X: serde::de::DeserializeOwned>(b: &[u8]) -> Result<X> {
+    bincode::serde::decode_from_slice(b, bincode::config::standard())
+        .map(|(x, _)| x)
+        .map_err(codec_err)
+}
+
+/// The codec of keyed state `(K, S)`.
+pub(crate) fn pair_codec<K: crate::Data, S: crate::Data>() -> KvCodec<(K, S)> {
+    KvCodec {
+        split: |(k, s)| Ok((encode(k)?, encode(s)?)),
+        join: |k, s| Ok((decode(k)?, decode(s)?)),
+    }
+}
+
 /// A typed node.
 pub(crate) struct Node<T> {
     pub(crate) info: NodeInfo,
@@ -67,6 +74,8 @@ pub(crate) struct Node<T> {
     /// How long batches are kept after they are computed, in ms.
     remember_ms: AtomicU64,
     pub(crate) slide: Duration,
+    /// Set on stateful nodes: how their state goes into snapshots.
+    pub(crate) kv: std::sync::OnceLock<KvCodec<T>>,
 }
 
 impl<T> std::fmt::Debug for Node<T> {
@@ -75,7 +84,7 @@ impl<T> std::fmt::Debug for Node<T> {
     }
 }
 
-impl<T: Clone + Send + Sync + 'static> Node<T> {
+impl<T: crate::Data> Node<T> {
     pub(crate) fn new(info: NodeInfo, slide: Duration, compute: ComputeFn<T>) -> Self {
         Node {
             info,
@@ -83,6 +92,7 @@ impl<T: Clone + Send + Sync + 'static> Node<T> {
             memo: Mutex::new(BTreeMap::new()),
             remember_ms: AtomicU64::new(0),
             slide,
+            kv: std::sync::OnceLock::new(),
         }
     }
 
@@ -116,12 +126,29 @@ pub(crate) trait AnyNode: Send + Sync + std::fmt::Debug {
     fn forget(&self, t: BatchTime, batch: Duration);
     /// Keeps batches for at least `d` (a downstream window needs them).
     fn remember(&self, d: Duration);
+    /// Whether the node keeps batches longer than one batch interval (a window reads
+    /// them): those batches go into checkpoints.
+    fn remembers_past(&self, batch: Duration) -> bool;
+    /// The memoised batches at or before `t` still remembered, encoded (checkpoints).
+    fn encode_memo(&self, t: BatchTime) -> Result<Vec<u8>>;
+    /// Restores batches written by `encode_memo`.
+    fn restore_memo(&self, bytes: &[u8]) -> Result<()>;
+    /// A stateful node's state at `t` as `(key, value)` bytes, or `None` for a node
+    /// that keeps no state.
+    fn state_entries(&self, t: BatchTime, env: &Env) -> Option<Result<Vec<(Vec<u8>, Vec<u8>)>>>;
+    /// Restores a stateful node's state at `t` from `(key, value)` bytes.
+    fn restore_state(
+        &self,
+        t: BatchTime,
+        entries: Vec<(Vec<u8>, Vec<u8>)>,
+        env: &Env,
+    ) -> Result<()>;
     /// Computes the node's batch at `t` if it keeps batches for a window, so a window
     /// that reads it later finds it even if nothing read it at `t`.
     fn keep_for_window(&self, t: BatchTime, env: &Env) -> Result<()>;
 }
 
-impl<T: Clone + Send + Sync + 'static> AnyNode for Node<T> {
+impl<T: crate::Data> AnyNode for Node<T> {
     fn info(&self) -> &NodeInfo {
         &self.info
     }
@@ -138,10 +165,60 @@ impl<T: Clone + Send + Sync + 'static> AnyNode for Node<T> {
             .fetch_max(d.as_millis() as u64, Ordering::Relaxed);
     }
 
+    fn remembers_past(&self, batch: Duration) -> bool {
+        self.remember_ms.load(Ordering::Relaxed) > batch.as_millis() as u64
+    }
+
     fn keep_for_window(&self, t: BatchTime, env: &Env) -> Result<()> {
-        if self.remember_ms.load(Ordering::Relaxed) > env.batch.as_millis() as u64 {
+        if self.remembers_past(env.batch) {
             self.get(t, env)?;
         }
+        Ok(())
+    }
+
+    fn encode_memo(&self, t: BatchTime) -> Result<Vec<u8>> {
+        let memo = self.memo();
+        let entries: Vec<(u64, Vec<Vec<T>>)> = memo
+            .range(..=t)
+            .map(|(k, b)| (k.0, b.partitions().to_vec()))
+            .collect();
+        encode(&entries)
+    }
+
+    fn restore_memo(&self, bytes: &[u8]) -> Result<()> {
+        let entries: Vec<(u64, Vec<Vec<T>>)> = decode(bytes)?;
+        let mut memo = self.memo();
+        for (t, parts) in entries {
+            memo.insert(BatchTime(t), Batch::from_partitions(parts));
+        }
+        Ok(())
+    }
+
+    fn state_entries(&self, t: BatchTime, env: &Env) -> Option<Result<Vec<(Vec<u8>, Vec<u8>)>>> {
+        let kv = self.kv.get()?;
+        Some(
+            self.get(t, env)
+                .and_then(|b| b.iter().map(|x| (kv.split)(x)).collect()),
+        )
+    }
+
+    fn restore_state(
+        &self,
+        t: BatchTime,
+        entries: Vec<(Vec<u8>, Vec<u8>)>,
+        _env: &Env,
+    ) -> Result<()> {
+        let kv = self.kv.get().ok_or_else(|| {
+            crate::EngineError::User(format!("node {} keeps no state to restore", self.info.id))
+        })?;
+        // One partition: the operator re-shuffles its previous state by key when the
+        // partition count differs from the parallelism (see `pair::previous_state`).
+        let mut all = Vec::with_capacity(entries.len());
+        for (k, v) in &entries {
+            all.push((kv.join)(k, v)?);
+        }
+        let parts = vec![all];
+        self.memo().insert(t, Batch::from_partitions(parts));
         Ok(())
     }
 }

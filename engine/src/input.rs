@@ -1,7 +1,7 @@
 //! Direct (pull) inputs: the queue stream for tests and the deterministic generator.
 //! Each batch's data is fixed by `allocate` before any job of the batch runs.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -82,7 +82,9 @@ impl StreamingContext {
     ) -> Result<DStream<T>> {
         let alloc = Arc::new(Allocations::default());
         let input = Arc::new(QueueInput {
-            queue: Mutex::new(batches.into_iter().collect()),
+            items: batches.into_iter().collect(),
+            cursor: Mutex::new(0),
+            plans: Mutex::new(BTreeMap::new()),
             one_at_a_time,
             alloc: alloc.clone(),
         });
@@ -104,18 +106,42 @@ impl StreamingContext {
             f: Box::new(f),
             alloc: alloc.clone(),
             zero: AtomicU64::new(0),
+            batch_ms: AtomicU64::new(0),
             stop_at: AtomicU64::new(u64::MAX),
-            allocated_to: AtomicU64::new(0),
+            next_offset: AtomicU64::new(0),
+            plans: Mutex::new(BTreeMap::new()),
             name: name.into(),
         });
         self.input_stream("generator", Some(name.into()), alloc, input)
     }
 }
 
+/// The queue is kept whole with a cursor, so a restarted job that queues the same
+/// batches resumes after the ones it consumed and replays a logged batch exactly.
 struct QueueInput<T> {
-    queue: Mutex<VecDeque<Vec<T>>>,
+    items: Vec<Vec<T>>,
+    cursor: Mutex<usize>,
+    /// The items each batch took, `[from, to)`, until the batch is processed.
+    plans: Mutex<BTreeMap<BatchTime, (usize, usize)>>,
     one_at_a_time: bool,
     alloc: Arc<Allocations<T>>,
+}
+
+impl<T: Data> QueueInput<T> {
+    fn take(&self, t: BatchTime, from: usize, to: usize) -> u64 {
+        let to = to.min(self.items.len());
+        let from = from.min(to);
+        let b = Batch::from_partitions(self.items[from..to].to_vec());
+        let n = b.len() as u64;
+        self.alloc.set(t, b);
+        lock(&self.plans).insert(t, (from, to));
+        *lock(&self.cursor) = to;
+        n
+    }
+}
+
+fn lock<X>(m: &Mutex<X>) -> std::sync::MutexGuard<'_, X> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl<T: Data> Input for QueueInput<T> {
@@ -126,26 +152,38 @@ impl<T: Data> Input for QueueInput<T> {
         Ok(())
     }
     fn allocate(&self, t: BatchTime, _env: &Env) -> Result<u64> {
-        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        let parts: Vec<Vec<T>> = if self.one_at_a_time {
-            q.pop_front().into_iter().collect()
+        let from = *lock(&self.cursor);
+        let to = if self.one_at_a_time {
+            from + 1
         } else {
-            q.drain(..).collect()
+            self.items.len()
         };
-        let b = Batch::from_partitions(parts);
-        let n = b.len() as u64;
-        self.alloc.set(t, b);
-        Ok(n)
+        Ok(self.take(t, from, to))
     }
     fn stop_receiving(&self) {}
     fn drained(&self) -> bool {
-        self.queue
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_empty()
+        *lock(&self.cursor) >= self.items.len()
     }
     fn forget(&self, t: BatchTime) {
         self.alloc.forget(t);
+        let mut p = lock(&self.plans);
+        *p = p.split_off(&BatchTime(t.0 + 1));
+    }
+    fn plan_of(&self, t: BatchTime) -> Option<Vec<u8>> {
+        let (a, b) = *lock(&self.plans).get(&t)?;
+        crate::graph::encode(&(a as u64, b as u64)).ok()
+    }
+    fn replay(&self, t: BatchTime, plan: &[u8], _env: &Env) -> Result<u64> {
+        let (a, b): (u64, u64) = crate::graph::decode(plan)?;
+        Ok(self.take(t, a as usize, b as usize))
+    }
+    fn position(&self) -> Option<Vec<u8>> {
+        crate::graph::encode(&(*lock(&self.cursor) as u64)).ok()
+    }
+    fn restore_position(&self, pos: &[u8]) -> Result<()> {
+        let c: u64 = crate::graph::decode(pos)?;
+        *lock(&self.cursor) = c as usize;
+        Ok(())
     }
 }
 
@@ -157,33 +195,25 @@ struct GeneratorInput<T> {
     f: GenFn<T>,
     alloc: Arc<Allocations<T>>,
     zero: AtomicU64,
+    batch_ms: AtomicU64,
     /// Graceful stop: the generator produces nothing past this time.
     stop_at: AtomicU64,
-    /// The batch time allocated last.
-    allocated_to: AtomicU64,
+    /// The first offset not yet allocated to a batch.
+    next_offset: AtomicU64,
+    /// The offsets each batch took, `[from, to)`, until the batch is processed.
+    plans: Mutex<BTreeMap<BatchTime, (u64, u64)>>,
 }
 
-impl<T> GeneratorInput<T> {
+impl<T: Data> GeneratorInput<T> {
     /// The first offset after `t` (offsets the clock passed up to `t`).
     fn offset_at(&self, t: u64) -> u64 {
         let zero = self.zero.load(Ordering::SeqCst);
         let t = t.min(self.stop_at.load(Ordering::SeqCst)).max(zero);
         ((t - zero) as u128 * self.rate as u128 / 1000) as u64
     }
-}
 
-impl<T: Data> Input for GeneratorInput<T> {
-    fn describe(&self) -> String {
-        format!("generator {:?} at {}/s", self.name, self.rate)
-    }
-    fn start(&self, env: &Env) -> Result<()> {
-        self.zero.store(env.zero.0, Ordering::SeqCst);
-        self.allocated_to.store(env.zero.0, Ordering::SeqCst);
-        Ok(())
-    }
-    fn allocate(&self, t: BatchTime, env: &Env) -> Result<u64> {
-        let from = self.offset_at(t.minus(env.batch).0);
-        let to = self.offset_at(t.0);
+    fn generate(&self, t: BatchTime, from: u64, to: u64, env: &Env) -> u64 {
+        let to = to.max(from);
         let n = (to - from) as usize;
         // Split the range into up to `parallelism` partitions.
         let parts = env.parallelism.max(1);
@@ -198,21 +228,63 @@ impl<T: Data> Input for GeneratorInput<T> {
             .collect();
         let data = env.par_map(&chunks, |&(a, b)| (a..b).map(f).collect::<Vec<T>>());
         self.alloc.set(t, Batch::from_partitions(data));
-        self.allocated_to.store(t.0, Ordering::SeqCst);
-        Ok(to - from)
+        lock(&self.plans).insert(t, (from, to));
+        self.next_offset.store(to, Ordering::SeqCst);
+        to - from
+    }
+}
+
+impl<T: Data> Input for GeneratorInput<T> {
+    fn describe(&self) -> String {
+        format!("generator {:?} at {}/s", self.name, self.rate)
+    }
+    fn start(&self, env: &Env) -> Result<()> {
+        self.zero.store(env.zero.0, Ordering::SeqCst);
+        self.batch_ms
+            .store(env.batch.as_millis() as u64, Ordering::SeqCst);
+        Ok(())
+    }
+    fn allocate(&self, t: BatchTime, env: &Env) -> Result<u64> {
+        let from = self.next_offset.load(Ordering::SeqCst);
+        Ok(self.generate(t, from, self.offset_at(t.0), env))
     }
     fn stop_receiving(&self) {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
+        // Stop at the end of the batch in progress, so every batch holds exactly the
+        // offsets its time implies, however the stop was timed.
+        let (zero, batch) = (
+            self.zero.load(Ordering::SeqCst),
+            self.batch_ms.load(Ordering::SeqCst).max(1),
+        );
+        let end = zero + (now.saturating_sub(zero)).div_ceil(batch) * batch;
         let _ = self
             .stop_at
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |s| Some(s.min(now)));
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |s| Some(s.min(end)));
     }
     fn drained(&self) -> bool {
-        self.allocated_to.load(Ordering::SeqCst) >= self.stop_at.load(Ordering::SeqCst)
+        let stop = self.stop_at.load(Ordering::SeqCst);
+        stop != u64::MAX && self.next_offset.load(Ordering::SeqCst) >= self.offset_at(stop)
     }
     fn forget(&self, t: BatchTime) {
         self.alloc.forget(t);
+        let mut p = lock(&self.plans);
+        *p = p.split_off(&BatchTime(t.0 + 1));
+    }
+    fn plan_of(&self, t: BatchTime) -> Option<Vec<u8>> {
+        crate::graph::encode(lock(&self.plans).get(&t)?).ok()
+    }
+    fn replay(&self, t: BatchTime, plan: &[u8], env: &Env) -> Result<u64> {
+        let (from, to): (u64, u64) = crate::graph::decode(plan)?;
+        Ok(self.generate(t, from, to, env))
+    }
+    fn position(&self) -> Option<Vec<u8>> {
+        crate::graph::encode(&self.next_offset.load(Ordering::SeqCst)).ok()
+    }
+    fn restore_position(&self, pos: &[u8]) -> Result<()> {
+        self.next_offset
+            .store(crate::graph::decode(pos)?, Ordering::SeqCst);
+        Ok(())
     }
 }

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench_restart;
 mod bench_wal;
 
 #[derive(Parser, Debug)]
@@ -20,6 +21,63 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// The embedded default job: a stateful word count over a built-in deterministic
+    /// source, checkpointed locally. Kill it (kill -9 too) and run it again: it resumes.
+    Demo {
+        /// Checkpoint location: a path, file://PATH, s3://BUCKET/PREFIX or rocksdb://PATH.
+        #[arg(long, default_value = "sluice-demo-checkpoint")]
+        checkpoint: String,
+        /// Write one file per batch with the counts it updated into this directory.
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// Batch interval in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        batch_ms: u64,
+        /// Generated lines per second.
+        #[arg(long, default_value_t = 2000)]
+        rate: u64,
+        /// Stop gracefully after this many seconds (default: run until stopped).
+        #[arg(long)]
+        duration: Option<f64>,
+        /// Do not print each batch.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Restart a driver when it dies (non-zero exit or a signal), with backoff; forward
+    /// SIGTERM/SIGINT for a graceful stop; exit with the driver's status.
+    Supervise {
+        /// Give up after this many restarts within --within.
+        #[arg(long, default_value_t = 10)]
+        max_restarts: u32,
+        /// The window --max-restarts counts in (e.g. 10m).
+        #[arg(long, default_value = "10m")]
+        within: String,
+        /// Backoff between restarts, MIN..MAX (doubling).
+        #[arg(long, default_value = "200ms..30s")]
+        backoff: String,
+        /// The driver command.
+        #[arg(last = true, required = true)]
+        cmd: Vec<String>,
+    },
+    /// List checkpoints, state snapshots, the driver log and pending batches of a
+    /// checkpoint location, verifying every CRC; exits 2 when something is damaged.
+    Inspect {
+        /// The checkpoint location.
+        location: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The driver `sluice bench restart` kills and restarts (not for direct use).
+    #[command(hide = true)]
+    BenchRestartDriver {
+        #[arg(long)]
+        keys: u64,
+        #[arg(long)]
+        checkpoint: String,
+        #[arg(long)]
+        batch_ms: u64,
+    },
     /// Reproducible benchmarks.
     Bench {
         #[command(subcommand)]
@@ -29,6 +87,22 @@ enum Command {
 
 #[derive(Subcommand, Debug)]
 enum BenchWhat {
+    /// Restart-to-first-completed-batch after SIGKILL with N keys of state.
+    Restart {
+        /// State sizes to measure, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "10000,1000000")]
+        keys: Vec<u64>,
+        /// Checkpoint location under which each run makes its own prefix (default: a
+        /// temporary local directory); e.g. s3://bucket/prefix or rocksdb:///tmp/x.
+        #[arg(long)]
+        checkpoint: Option<String>,
+        /// Batch interval in ms (the first batch after restart may wait up to one).
+        #[arg(long, default_value_t = 100)]
+        batch_ms: u64,
+        /// Print JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// The write-ahead log beside the raw disk it runs on: sequential write MB/s and
     /// fdatasync/s, then group-commit throughput (100 B, 1 KiB, 64 KiB records; 1, 4,
     /// 16 writers), per-append fsync latency and read-back scan speed.
@@ -45,6 +119,47 @@ enum BenchWhat {
     },
 }
 
+fn supervise(max_restarts: u32, within: &str, backoff: &str, cmd: &[String]) -> ExitCode {
+    let policy = (|| -> Result<_, String> {
+        let (backoff_min, backoff_max) =
+            sluice_recovery::supervise::parse_backoff(backoff, sluice::parse_duration)?;
+        Ok(sluice_recovery::supervise::Policy {
+            max_restarts,
+            within: sluice::parse_duration(within).map_err(|e| format!("--within: {e}"))?,
+            backoff_min,
+            backoff_max,
+        })
+    })();
+    match policy.and_then(|p| sluice::supervise::run(cmd, &p)) {
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        Err(e) => {
+            eprintln!("sluice supervise: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn inspect(location: &str, json: bool) -> ExitCode {
+    match sluice::inspect::inspect(location) {
+        Ok(r) => {
+            if json {
+                println!("{}", serde_json::to_string(&r).unwrap_or_default());
+            } else {
+                sluice::inspect::print(&r);
+            }
+            if r.damaged {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("sluice inspect: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -55,9 +170,50 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let res = match cli.command {
+        Command::Demo {
+            checkpoint,
+            output,
+            batch_ms,
+            rate,
+            duration,
+            quiet,
+        } => sluice::demo::run(sluice::demo::DemoOptions {
+            checkpoint,
+            output,
+            batch_ms,
+            rate,
+            duration: duration.map(std::time::Duration::from_secs_f64),
+            quiet,
+        })
+        .map_err(|e| e.to_string()),
+        Command::Supervise {
+            max_restarts,
+            within,
+            backoff,
+            cmd,
+        } => {
+            return supervise(max_restarts, &within, &backoff, &cmd);
+        }
+        Command::Inspect { location, json } => {
+            return inspect(&location, json);
+        }
         Command::Bench {
             what: BenchWhat::Wal { dir, quick, json },
         } => bench_wal::run(dir, quick, json),
+        Command::Bench {
+            what:
+                BenchWhat::Restart {
+                    keys,
+                    checkpoint,
+                    batch_ms,
+                    json,
+                },
+        } => bench_restart::run(&keys, checkpoint, batch_ms, json),
+        Command::BenchRestartDriver {
+            keys,
+            checkpoint,
+            batch_ms,
+        } => bench_restart::driver(keys, &checkpoint, batch_ms),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -219,6 +219,7 @@ impl<K: Data + Hash + Eq, V: Data> DStream<(K, V)> {
         // longer than the batch interval).
         crate::graph::AnyNode::remember(&*out.node, slide);
         let _ = me.set(Arc::downgrade(&out.node));
+        let _ = out.node.kv.set(crate::graph::pair_codec::<K, S>());
         Ok(out)
     }
 }

@@ -1,0 +1,90 @@
+//! `sluice supervise [opts] -- CMD…`: restarts the driver when it dies, with backoff;
+//! forwards SIGTERM/SIGINT for a graceful stop and exits with the driver's status.
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, ExitStatus};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use sluice_recovery::supervise::{Decision, Exit, Policy};
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn exit_of(status: ExitStatus) -> Exit {
+    match (status.code(), status.signal()) {
+        (Some(c), _) => Exit::Code(c),
+        (None, Some(s)) => Exit::Signal(s),
+        (None, None) => Exit::Code(1),
+    }
+}
+
+/// Runs `cmd` under `policy` until it finishes, is stopped, or the policy gives up;
+/// returns the exit status for the supervisor itself.
+pub fn run(cmd: &[String], policy: &Policy) -> Result<i32, String> {
+    let (program, args) = cmd
+        .split_first()
+        .ok_or("supervise needs a command after --, as in: sluice supervise -- sluice demo")?;
+    let stop = crate::signals::stop_requested();
+    let mut restarts: Vec<u64> = Vec::new();
+    loop {
+        let started = Instant::now();
+        let mut child = Command::new(program)
+            .args(args)
+            .spawn()
+            .map_err(|e| format!("cannot start {program:?}: {e}"))?;
+        let pid = Pid::from_raw(child.id() as i32);
+        eprintln!("sluice supervise: started {program} (pid {pid})");
+        let mut forwarded = false;
+        let status = loop {
+            if let Some(status) = child
+                .try_wait()
+                .map_err(|e| format!("waiting for {pid}: {e}"))?
+            {
+                break status;
+            }
+            if stop.load(Ordering::SeqCst) && !forwarded {
+                eprintln!("sluice supervise: forwarding SIGTERM to pid {pid} for a graceful stop");
+                let _ = kill(pid, Signal::SIGTERM);
+                forwarded = true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let exit = exit_of(status);
+        match policy.decide(exit, &restarts, now_ms(), stop.load(Ordering::SeqCst)) {
+            Decision::Exit(code) => {
+                eprintln!("sluice supervise: driver exited with status {code}");
+                return Ok(code);
+            }
+            Decision::GiveUp { status, reason } => {
+                eprintln!("sluice supervise: {reason}");
+                return Ok(status);
+            }
+            Decision::Restart { after, cause } => {
+                restarts.push(now_ms());
+                eprintln!(
+                    "sluice supervise: driver {cause} after {:.1} s; restart #{} in {:?}",
+                    started.elapsed().as_secs_f64(),
+                    restarts.len(),
+                    after
+                );
+                let until = Instant::now() + after;
+                while Instant::now() < until {
+                    if stop.load(Ordering::SeqCst) {
+                        eprintln!("sluice supervise: stop requested while waiting to restart");
+                        return Ok(match exit {
+                            Exit::Code(c) => c,
+                            Exit::Signal(s) => 128 + s,
+                        });
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+    }
+}
