@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
@@ -155,8 +156,14 @@ impl<K: Data + Hash + Eq, V: Data> DStream<(K, V)> {
         let me2 = me.clone();
         let parent = reduced.clone();
         let step = reduced.slide();
+        // Set while the node computes a window. A nested request for its own previous
+        // window (not memoised: a restart that dropped it) is computed afresh from the
+        // parent's batches instead of recursing back to the zero time.
+        let busy = Arc::new(AtomicBool::new(false));
         let out = reduced.derive(info, slide, move |t, env| {
-            if slide >= window {
+            let nested = busy.swap(true, Ordering::SeqCst);
+            let _done = (!nested).then(|| ClearOnDrop(&busy));
+            if slide >= window || nested {
                 let batches = batches_at(&parent, &window_times(t, window, step, env), env)?;
                 let empty = empty_parts(env.parallelism);
                 return Ok(merge_windows(
@@ -220,6 +227,15 @@ impl<K: Data + Hash + Eq, V: Data> DStream<(K, V)> {
     }
 }
 
+/// Clears a flag when dropped (also on an early error return).
+struct ClearOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for ClearOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
 fn empty_parts<T>(n: usize) -> Vec<Vec<T>> {
     (0..n).map(|_| Vec::new()).collect()
 }
@@ -256,11 +272,11 @@ fn merge_windows<K: Data + Hash + Eq, V: Data>(
 ) -> Batch<(K, V)> {
     let idx: Vec<usize> = (0..env.parallelism).collect();
     Batch::from_partitions(env.par_map(&idx, |&i| {
-        let part = |b: &Batch<(K, V)>| -> Vec<(K, V)> {
-            b.partitions().get(i).cloned().unwrap_or_default()
-        };
-        let old: Vec<Vec<(K, V)>> = leaving.iter().map(part).collect();
-        let new: Vec<Vec<(K, V)>> = entering.iter().map(part).collect();
+        fn part<X>(b: &Batch<X>, i: usize) -> &[X] {
+            b.partitions().get(i).map_or(&[], Vec::as_slice)
+        }
+        let old: Vec<&[(K, V)]> = leaving.iter().map(|b| part(b, i)).collect();
+        let new: Vec<&[(K, V)]> = entering.iter().map(|b| part(b, i)).collect();
         merge_window_partition(
             prev.get(i).map_or(&[][..], Vec::as_slice),
             &old,
@@ -276,8 +292,8 @@ fn merge_windows<K: Data + Hash + Eq, V: Data>(
 /// `inv_f` (only for keys `prev` has) and those of `new` added by `f`, then filtered.
 fn merge_window_partition<K: Hash + Eq + Clone, V: Clone>(
     prev: &[(K, V)],
-    old: &[Vec<(K, V)>],
-    new: &[Vec<(K, V)>],
+    old: &[&[(K, V)]],
+    new: &[&[(K, V)]],
     f: &(dyn Fn(&V, &V) -> V + Send + Sync),
     inv_f: &(dyn Fn(&V, &V) -> V + Send + Sync),
     filter: Option<KeyFilter<K, V>>,
@@ -287,12 +303,12 @@ fn merge_window_partition<K: Hash + Eq + Clone, V: Clone>(
     for (i, (k, _)) in out.iter().enumerate() {
         idx.insert(k.clone(), i);
     }
-    for (k, v) in old.iter().flatten() {
+    for (k, v) in old.iter().copied().flatten() {
         if let Some(&i) = idx.get(k) {
             out[i].1 = inv_f(&out[i].1, v);
         }
     }
-    for (k, v) in new.iter().flatten() {
+    for (k, v) in new.iter().copied().flatten() {
         match idx.get(k) {
             Some(&i) => out[i].1 = f(&out[i].1, v),
             None => {
@@ -321,8 +337,8 @@ mod tests {
     #[test]
     fn merge_removes_leaving_values_only_for_keys_it_has() {
         let prev = vec![("a", 3), ("b", 1)];
-        let old = vec![vec![("a", 1), ("c", 5)]];
-        let new = vec![vec![("b", 2), ("d", 4)], vec![("d", 1)]];
+        let old: Vec<&[_]> = vec![&[("a", 1), ("c", 5)]];
+        let new: Vec<&[_]> = vec![&[("b", 2), ("d", 4)], &[("d", 1)]];
         let got = merge_window_partition(&prev, &old, &new, &add, &sub, None);
         assert_eq!(got, vec![("a", 2), ("b", 3), ("d", 5)]);
     }
@@ -330,7 +346,7 @@ mod tests {
     #[test]
     fn merge_applies_the_filter_after_the_inverse() {
         let prev = vec![("a", 1), ("b", 2)];
-        let old = vec![vec![("a", 1), ("b", 1)]];
+        let old: Vec<&[_]> = vec![&[("a", 1), ("b", 1)]];
         let got = merge_window_partition(&prev, &old, &[], &add, &sub, Some(|_, v| *v != 0));
         assert_eq!(got, vec![("b", 1)]);
         let kept = merge_window_partition(&prev, &old, &[], &add, &sub, None);
