@@ -18,6 +18,11 @@
 //!   and the record number: files can be fixed and replayed, unlike a socket.
 //! * A graceful stop lists the directory once more after the stop, so files moved in
 //!   before the stop are processed.
+//! * Replayable: the names of each batch's files go to the driver log as the batch's
+//!   plan, and the processed names to every checkpoint as the input's position. After
+//!   a crash, a batch that was planned but not completed is re-read from the same
+//!   files (which must still be there: an error names a missing one), and files
+//!   processed before the checkpoint are not read again.
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::{self, BufReader};
@@ -104,6 +109,35 @@ struct FileInput<T> {
     listed_after_stop: AtomicBool,
 }
 
+impl<T: Data> FileInput<T> {
+    /// Reads the files `names` (in that order, one partition each) as batch `t` and
+    /// marks them processed.
+    fn take_files(&self, t: BatchTime, names: Vec<String>, env: &Env) -> Result<u64> {
+        let paths: Vec<PathBuf> = names.iter().map(|n| self.dir.join(n)).collect();
+        let decoder = &self.decoder;
+        let parts: Vec<Result<Vec<T>>> = env.par_map(&paths, |p| read_file(p, decoder));
+        let mut data = Vec::with_capacity(parts.len());
+        for p in parts {
+            data.push(p?);
+        }
+        self.processed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(names.iter().cloned());
+        if !names.is_empty() {
+            tracing::debug!(dir = %self.dir.display(), time = t.0, files = ?names, "files allocated");
+        }
+        self.planned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(t, names);
+        let batch = Batch::from_partitions(data);
+        let n = batch.len() as u64;
+        self.alloc.set(t, batch);
+        Ok(n)
+    }
+}
+
 impl<T: Data> Input for FileInput<T> {
     fn describe(&self) -> String {
         format!("directory {}", self.dir.display())
@@ -125,27 +159,11 @@ impl<T: Data> Input for FileInput<T> {
 
     fn allocate(&self, t: BatchTime, env: &Env) -> Result<u64> {
         let stopping = self.stopping.load(Ordering::SeqCst);
-        let mut processed = self.processed.lock().unwrap_or_else(|e| e.into_inner());
-        let names = new_files(&self.dir, &processed)?;
-        let paths: Vec<PathBuf> = names.iter().map(|n| self.dir.join(n)).collect();
-        let decoder = &self.decoder;
-        let parts: Vec<Result<Vec<T>>> = env.par_map(&paths, |p| read_file(p, decoder));
-        let mut data = Vec::with_capacity(parts.len());
-        for p in parts {
-            data.push(p?);
-        }
-        processed.extend(names.iter().cloned());
-        drop(processed);
-        if !names.is_empty() {
-            tracing::debug!(dir = %self.dir.display(), time = t.0, files = ?names, "files allocated");
-        }
-        self.planned
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(t, names);
-        let batch = Batch::from_partitions(data);
-        let n = batch.len() as u64;
-        self.alloc.set(t, batch);
+        let names = {
+            let processed = self.processed.lock().unwrap_or_else(|e| e.into_inner());
+            new_files(&self.dir, &processed)?
+        };
+        let n = self.take_files(t, names, env)?;
         if stopping {
             self.listed_after_stop.store(true, Ordering::SeqCst);
         }
@@ -164,6 +182,34 @@ impl<T: Data> Input for FileInput<T> {
         self.alloc.forget(t);
         let mut p = self.planned.lock().unwrap_or_else(|e| e.into_inner());
         *p = p.split_off(&BatchTime(t.0 + 1));
+    }
+
+    fn plan_of(&self, t: BatchTime) -> Option<Vec<u8>> {
+        let planned = self.planned.lock().unwrap_or_else(|e| e.into_inner());
+        crate::graph::encode(planned.get(&t)?).ok()
+    }
+
+    fn replay(&self, t: BatchTime, plan: &[u8], env: &Env) -> Result<u64> {
+        let names: Vec<String> = crate::graph::decode(plan)?;
+        self.take_files(t, names, env)
+    }
+
+    fn position(&self) -> Option<Vec<u8>> {
+        let processed = self.processed.lock().unwrap_or_else(|e| e.into_inner());
+        let mut names: Vec<&String> = processed.iter().collect();
+        names.sort();
+        crate::graph::encode(&names).ok()
+    }
+
+    fn restore_position(&self, pos: &[u8]) -> Result<()> {
+        let names: Vec<String> = crate::graph::decode(pos)?;
+        tracing::info!(dir = %self.dir.display(), files = names.len(),
+            "restored the processed files of the input directory");
+        self.processed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(names);
+        Ok(())
     }
 }
 
@@ -222,6 +268,73 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("missing"), "{err}");
+    }
+
+    fn env() -> Env {
+        Env {
+            zero: BatchTime(0),
+            batch: std::time::Duration::from_millis(100),
+            parallelism: 2,
+            pool: Arc::new(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(2)
+                    .build()
+                    .unwrap(),
+            ),
+        }
+    }
+
+    fn input(dir: &Path) -> FileInput<String> {
+        FileInput {
+            dir: dir.to_path_buf(),
+            decoder: Arc::new(decode_lines),
+            alloc: Arc::new(Allocations::default()),
+            processed: Mutex::new(HashSet::new()),
+            planned: Mutex::new(BTreeMap::new()),
+            stopping: AtomicBool::new(false),
+            listed_after_stop: AtomicBool::new(false),
+        }
+    }
+
+    #[test]
+    fn plans_replay_the_same_files_and_positions_skip_processed_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = env();
+        std::fs::write(dir.path().join("b"), "b1\nb2\n").unwrap();
+        std::fs::write(dir.path().join("a"), "a1\n").unwrap();
+        let (t1, t2) = (BatchTime(100), BatchTime(200));
+        let first = input(dir.path());
+        first.start(&env).unwrap();
+        assert_eq!(first.allocate(t1, &env).unwrap(), 3);
+        let plan = first.plan_of(t1).unwrap();
+        let pos = first.position().unwrap();
+        let batch = first.alloc.get(t1);
+        assert_eq!(batch.partitions(), &[vec!["a1"], vec!["b1", "b2"]]);
+        std::fs::write(dir.path().join("c"), "c1\n").unwrap();
+
+        // A restart from the checkpoint taken after t1: only the new file is read.
+        let restored = input(dir.path());
+        restored.restore_position(&pos).unwrap();
+        assert_eq!(restored.allocate(t2, &env).unwrap(), 1);
+        assert_eq!(restored.alloc.get(t2).to_vec(), vec!["c1"]);
+
+        // A restart that replays t1 from the driver log: the same files, in the same
+        // partitions, and they count as processed afterwards.
+        let replayed = input(dir.path());
+        assert_eq!(replayed.replay(t1, &plan, &env).unwrap(), 3);
+        assert_eq!(replayed.alloc.get(t1).partitions(), batch.partitions());
+        assert_eq!(replayed.allocate(t2, &env).unwrap(), 1);
+
+        // A planned file that disappeared cannot be replayed: the error names it.
+        std::fs::remove_file(dir.path().join("a")).unwrap();
+        let err = input(dir.path())
+            .replay(t1, &plan, &env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&dir.path().join("a").display().to_string()),
+            "{err}"
+        );
     }
 
     #[test]
