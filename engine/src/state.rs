@@ -243,6 +243,8 @@ impl<K: Data + Hash + Eq, V: Data> DStream<(K, V)> {
         // more so it counts as remembering past batches and checkpoints carry it.
         AnyNode::remember(&*state.node, slide + self.ctx.conf.batch_interval);
         let _ = me.set(Arc::downgrade(&state.node));
+        // Checkpoints write the state to the operator's state snapshots.
+        let _ = state.node.kv.set(crate::graph::pair_codec::<K, (S, u64)>());
         let source = state.clone();
         let info = state.info_for::<U>("map_with_state:mapped", vec![state.node.info.id]);
         let mapped = state.derive(info, slide, move |t, env| {
