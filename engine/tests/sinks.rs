@@ -697,6 +697,53 @@ fn mysql_sink_reports_dead_server_and_bad_settings_clearly() {
     );
 }
 
+#[test]
+fn sql_sinks_prune_markers_older_than_the_retention() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let b = Batch::from_vec(vec![("x".to_string(), 1u64)]);
+    let times = [BatchTime(10_000), BatchTime(11_000), BatchTime(15_000)];
+
+    let mut admin = pg_admin();
+    let table = unique();
+    let markers = format!("{table}_batches");
+    let _cleanup = PgTables(vec![table.clone(), markers.clone()]);
+    admin
+        .batch_execute(&format!("CREATE TABLE {table} (word TEXT, n INT)"))
+        .unwrap();
+    let pg = PostgresSink::new(pg_url(), "pg-retention")
+        .marker_table(&markers)
+        .marker_retention(Duration::from_secs(4))
+        .statement(format!("INSERT INTO {table} (word, n) VALUES ($1, $2)"));
+    for t in times {
+        pg.write_rows(&ctx(t, &b), row).unwrap();
+    }
+    // 15 000 - 4 000 = 11 000: the marker of 10 000 is gone, 11 000's is kept.
+    let kept: Vec<bool> = times.iter().map(|t| pg.is_committed(*t).unwrap()).collect();
+    assert_eq!(kept, [false, true, true]);
+
+    let mut admin = mysql_admin();
+    let table = unique();
+    let markers = format!("{table}_batches");
+    let _cleanup = MySqlTables(vec![table.clone(), markers.clone()]);
+    {
+        use mysql::prelude::Queryable;
+        admin
+            .query_drop(format!(
+                "CREATE TABLE {table} (word VARCHAR(64), n BIGINT) ENGINE=InnoDB"
+            ))
+            .unwrap();
+    }
+    let my = MySqlSink::new(mysql_url(), "mysql-retention")
+        .marker_table(&markers)
+        .marker_retention(Duration::from_secs(4))
+        .statement(format!("INSERT INTO {table} (word, n) VALUES (?, ?)"));
+    for t in times {
+        my.write_rows(&ctx(t, &b), row).unwrap();
+    }
+    let kept: Vec<bool> = times.iter().map(|t| my.is_committed(*t).unwrap()).collect();
+    assert_eq!(kept, [false, true, true]);
+}
+
 // ---------------------------------------------------------------------------------
 // Redis
 

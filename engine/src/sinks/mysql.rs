@@ -40,6 +40,7 @@ pub struct MySqlSink {
     url: String,
     statement: Option<String>,
     marker_table: String,
+    marker_retention: Option<Duration>,
     connect_timeout: Duration,
     conn: Mutex<Option<Conn>>,
 }
@@ -51,6 +52,7 @@ impl fmt::Debug for MySqlSink {
             .field("url", &redact(&self.url))
             .field("statement", &self.statement)
             .field("marker_table", &self.marker_table)
+            .field("marker_retention", &self.marker_retention)
             .field("connect_timeout", &self.connect_timeout)
             .finish_non_exhaustive()
     }
@@ -64,6 +66,7 @@ impl Clone for MySqlSink {
             url: self.url.clone(),
             statement: self.statement.clone(),
             marker_table: self.marker_table.clone(),
+            marker_retention: self.marker_retention,
             connect_timeout: self.connect_timeout,
             conn: Mutex::new(None),
         }
@@ -83,6 +86,7 @@ impl MySqlSink {
             url: url.into(),
             statement: None,
             marker_table: DEFAULT_MARKER_TABLE.to_owned(),
+            marker_retention: None,
             connect_timeout: Duration::from_secs(10),
             conn: Mutex::new(None),
         }
@@ -110,6 +114,17 @@ impl MySqlSink {
         self
     }
 
+    /// Delete the markers of batches older than `keep` of batch time before the batch
+    /// being committed, in the same transaction (default: keep every marker, one row
+    /// per non-empty batch). A replayed batch whose marker was deleted would be
+    /// written again, so `keep` must be far longer than the batch time a restart may
+    /// replay (the checkpoint interval plus the batches in flight): hours or days,
+    /// not seconds.
+    pub fn marker_retention(mut self, keep: Duration) -> Self {
+        self.marker_retention = Some(keep);
+        self
+    }
+
     /// The sink id.
     pub fn sink_id(&self) -> &str {
         &self.name.id
@@ -118,6 +133,12 @@ impl MySqlSink {
     fn validate(&self, need_statement: bool) -> Result<Opts> {
         check_sink_id("mysql", &self.name.id)?;
         check_identifier(&self.marker_table).map_err(|r| self.name.config("marker_table", r))?;
+        if self.marker_retention.is_some_and(|d| d.as_millis() == 0) {
+            return Err(self.name.config(
+                "marker_retention",
+                "must be at least 1 ms (or unset: keep all)",
+            ));
+        }
         if need_statement && self.statement.is_none() {
             return Err(self.name.config(
                 "statement",
@@ -141,6 +162,12 @@ impl MySqlSink {
         Ok(OptsBuilder::from_opts(opts)
             .tcp_connect_timeout(Some(timeout))
             .into())
+    }
+
+    /// Markers of batches before this id go, with [`MySqlSink::marker_retention`].
+    fn retention_cutoff(&self, t: BatchTime) -> Option<i64> {
+        let keep = self.marker_retention?.as_millis();
+        i64::try_from(u128::from(t.0).checked_sub(keep)?).ok()
     }
 
     /// Connects and creates the marker table if missing.
@@ -267,6 +294,14 @@ impl MySqlSink {
                 Err(e) => return Err(err("cannot write the marker table", &e)),
             }
             f(&mut tx, c).map_err(|e| err("writing the batch failed, rolled back", &*e))?;
+            if let Some(before) = self.retention_cutoff(t) {
+                let prune = format!(
+                    "DELETE FROM {} WHERE sink_id = ? AND batch_id < ?",
+                    self.marker_table
+                );
+                tx.exec_drop(&prune, (&self.name.id, before))
+                    .map_err(|e| err("cannot delete old markers", &e))?;
+            }
             // Rule: rows and marker commit together, so a replay finds both or neither.
             tx.commit()
                 .map_err(|e| err("cannot commit the transaction", &e))?;

@@ -38,6 +38,7 @@ pub struct PostgresSink {
     url: String,
     statement: Option<String>,
     marker_table: String,
+    marker_retention: Option<Duration>,
     connect_timeout: Duration,
     client: Mutex<Option<Client>>,
 }
@@ -49,6 +50,7 @@ impl fmt::Debug for PostgresSink {
             .field("url", &redact(&self.url))
             .field("statement", &self.statement)
             .field("marker_table", &self.marker_table)
+            .field("marker_retention", &self.marker_retention)
             .field("connect_timeout", &self.connect_timeout)
             .finish_non_exhaustive()
     }
@@ -62,6 +64,7 @@ impl Clone for PostgresSink {
             url: self.url.clone(),
             statement: self.statement.clone(),
             marker_table: self.marker_table.clone(),
+            marker_retention: self.marker_retention,
             connect_timeout: self.connect_timeout,
             client: Mutex::new(None),
         }
@@ -80,6 +83,7 @@ impl PostgresSink {
             url: url.into(),
             statement: None,
             marker_table: DEFAULT_MARKER_TABLE.to_owned(),
+            marker_retention: None,
             connect_timeout: Duration::from_secs(10),
             client: Mutex::new(None),
         }
@@ -107,6 +111,17 @@ impl PostgresSink {
         self
     }
 
+    /// Delete the markers of batches older than `keep` of batch time before the batch
+    /// being committed, in the same transaction (default: keep every marker, one row
+    /// per non-empty batch). A replayed batch whose marker was deleted would be
+    /// written again, so `keep` must be far longer than the batch time a restart may
+    /// replay (the checkpoint interval plus the batches in flight): hours or days,
+    /// not seconds.
+    pub fn marker_retention(mut self, keep: Duration) -> Self {
+        self.marker_retention = Some(keep);
+        self
+    }
+
     /// The sink id.
     pub fn sink_id(&self) -> &str {
         &self.name.id
@@ -117,6 +132,12 @@ impl PostgresSink {
     fn validate(&self, need_statement: bool) -> Result<Config> {
         check_sink_id("postgres", &self.name.id)?;
         check_identifier(&self.marker_table).map_err(|r| self.name.config("marker_table", r))?;
+        if self.marker_retention.is_some_and(|d| d.as_millis() == 0) {
+            return Err(self.name.config(
+                "marker_retention",
+                "must be at least 1 ms (or unset: keep all)",
+            ));
+        }
         if need_statement && self.statement.is_none() {
             return Err(self.name.config(
                 "statement",
@@ -141,6 +162,12 @@ impl PostgresSink {
             config.application_name("sluice");
         }
         Ok(config)
+    }
+
+    /// Markers of batches before this id go, with [`PostgresSink::marker_retention`].
+    fn retention_cutoff(&self, t: BatchTime) -> Option<i64> {
+        let keep = self.marker_retention?.as_millis();
+        i64::try_from(u128::from(t.0).checked_sub(keep)?).ok()
     }
 
     /// Connects and creates the marker table if missing.
@@ -272,6 +299,14 @@ impl PostgresSink {
                 return Ok(BatchOutcome::AlreadyCommitted);
             }
             f(&mut tx, c).map_err(|e| err("writing the batch failed, rolled back", &*e))?;
+            if let Some(before) = self.retention_cutoff(t) {
+                let prune = format!(
+                    "DELETE FROM {} WHERE sink_id = $1 AND batch_id < $2",
+                    self.marker_table
+                );
+                tx.execute(&prune, &[&self.name.id, &before])
+                    .map_err(|e| err("cannot delete old markers", &e))?;
+            }
             // Rule: rows and marker commit together, so a replay finds both or neither.
             tx.commit()
                 .map_err(|e| err("cannot commit the transaction", &e))?;
