@@ -697,6 +697,123 @@ fn mysql_sink_reports_dead_server_and_bad_settings_clearly() {
     );
 }
 
+/// The child side of `postgres_sink_survives_sigkill_at_random_instants`: a driver
+/// (get_or_create on a checkpoint directory) writing one row per batch through the
+/// PostgreSQL sink, until it is killed. A no-op unless the parent set its variables.
+#[test]
+fn kill_child_driver() {
+    let (Ok(checkpoint), Ok(table)) = (
+        std::env::var("SLUICE_SINKS_CHILD_CHECKPOINT"),
+        std::env::var("SLUICE_SINKS_CHILD_TABLE"),
+    ) else {
+        return;
+    };
+    let conf = StreamingConf::new("pg-kill", Duration::from_millis(100))
+        .checkpoint(checkpoint)
+        .checkpoint_interval(Duration::from_millis(500));
+    let sink = PostgresSink::new(pg_url(), "pg-kill").marker_table(format!("{table}_batches"));
+    let insert = format!("INSERT INTO {table} (batch_id, n, lo, hi) VALUES ($1, $2, $3, $4)");
+    let ssc = StreamingContext::get_or_create(conf, move |ssc| {
+        ssc.generator_stream("offsets", 200, |n| n)?
+            .save_to_postgres_with(sink, move |tx, c| {
+                let n = c.batch.len() as i64;
+                let lo = c.batch.iter().min().map_or(-1, |x| *x as i64);
+                let hi = c.batch.iter().max().map_or(-1, |x| *x as i64 + 1);
+                // A plain INSERT on a primary key: writing a batch twice would fail.
+                tx.execute(insert.as_str(), &[&(c.batch_id() as i64), &n, &lo, &hi])?;
+                // Linger inside the transaction, so that kills land mid-commit often.
+                tx.execute("SELECT pg_sleep(0.02)", &[])?;
+                Ok(())
+            })
+    })
+    .unwrap();
+    ssc.start().unwrap();
+    ssc.await_termination().unwrap();
+}
+
+/// A driver SIGKILLed at seeded random instants (a good share of them inside the
+/// sink's transaction) and restarted with get_or_create: the batches it committed hold
+/// every generator offset exactly once, contiguous from 0, one marker each.
+#[test]
+fn postgres_sink_survives_sigkill_at_random_instants() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut admin = pg_admin();
+    let table = unique();
+    let markers = format!("{table}_batches");
+    let _cleanup = PgTables(vec![table.clone(), markers.clone()]);
+    admin
+        .batch_execute(&format!(
+            "CREATE TABLE {table} (batch_id BIGINT PRIMARY KEY, n BIGINT, lo BIGINT, hi BIGINT)"
+        ))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoint = dir.path().join("checkpoint");
+    let log = dir.path().join("child.log");
+    let mut seed = 0x5eed_u64 ^ u64::from(std::process::id());
+    for round in 0..6 {
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "kill_child_driver",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("SLUICE_SINKS_CHILD_CHECKPOINT", &checkpoint)
+            .env("SLUICE_SINKS_CHILD_TABLE", &table)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let ms = 400 + (seed >> 33) % 900;
+        std::thread::sleep(Duration::from_millis(ms));
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "round {round}: the driver exited by itself ({status}):\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+    let rows: Vec<(i64, i64, i64, i64)> = admin
+        .query(
+            &format!("SELECT batch_id, n, lo, hi FROM {table} ORDER BY batch_id"),
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    assert!(rows.len() >= 10, "the driver made progress: {rows:?}");
+    let mut next = 0;
+    for &(t, n, lo, hi) in &rows {
+        if n == 0 {
+            continue;
+        }
+        assert_eq!(
+            lo, next,
+            "batch {t}: offsets from {lo}, expected {next}: {rows:?}"
+        );
+        assert_eq!(
+            hi - lo,
+            n,
+            "batch {t}: offsets {lo}..{hi} are not {n} records"
+        );
+        next = hi;
+    }
+    let marked: i64 = admin
+        .query_one(
+            &format!("SELECT count(*) FROM {markers} WHERE sink_id = 'pg-kill'"),
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(marked, rows.len() as i64, "one marker per committed batch");
+}
+
 #[test]
 fn sql_sinks_prune_markers_older_than_the_retention() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
