@@ -580,3 +580,97 @@ fn stop_unblocks_a_socket_receiver_waiting_for_data() {
     server.join().unwrap();
     assert_eq!(all(&seen), vec!["one", "two"]);
 }
+
+type Counts = BTreeMap<String, u64>;
+
+fn counts(v: &[(&str, u64)]) -> Counts {
+    v.iter().map(|(k, n)| (k.to_string(), *n)).collect()
+}
+
+/// Line counts (stateful, checkpointed to `ckpt`) over the files of `input`; `latest`
+/// gets the batch time and the state after every batch.
+fn restartable_line_counts(
+    input: &std::path::Path,
+    ckpt: &std::path::Path,
+    latest: Arc<Mutex<(u64, Counts)>>,
+) -> StreamingContext {
+    let conf = conf("files-restart")
+        .checkpoint(ckpt.display().to_string())
+        .checkpoint_interval(Duration::from_millis(50));
+    let dir = input.to_path_buf();
+    StreamingContext::get_or_create(conf, move |ssc| {
+        ssc.text_file_stream(dir)?
+            .map(|l: &String| (l.clone(), 1u64))?
+            .update_state_by_key("line-counts", |vs: &[u64], s: Option<&u64>| {
+                Some(s.copied().unwrap_or(0) + vs.iter().sum::<u64>())
+            })?
+            .foreach_batch(move |b| {
+                *latest.lock().unwrap() = (b.batch_id(), b.batch.iter().cloned().collect());
+                Ok(())
+            })
+    })
+    .unwrap()
+}
+
+const CHILD: &str = "SLUICE_SOURCES_TEST_CHILD";
+
+/// The first run happens in a child process (this test binary, re-run with `CHILD`
+/// set to the two directories), which exits abruptly once the first two files are
+/// counted and the next batch ran (so the batch that read them is checkpointed): no
+/// graceful stop. The parent then restarts the job with `get_or_create` after a third
+/// file arrived and the first was archived (removed). A restart that restored nothing
+/// would count `{a: 2, c: 1}`; one that forgot which files it read, `a` four times.
+#[test]
+fn file_stream_resumes_after_a_restart_without_rereading_files() {
+    if let Ok(dirs) = std::env::var(CHILD) {
+        let (input, ckpt) = dirs.split_once('\n').unwrap();
+        let latest = Arc::new(Mutex::new((0, BTreeMap::new())));
+        let ssc = restartable_line_counts(input.as_ref(), ckpt.as_ref(), latest.clone());
+        ssc.start().unwrap();
+        let first = counts(&[("a", 2), ("b", 1)]);
+        let mut seen_at = None;
+        assert!(eventually(20, || {
+            let (t, c) = latest.lock().unwrap().clone();
+            match seen_at {
+                None if c == first => seen_at = Some(t),
+                Some(t0) => return t > t0,
+                None => {}
+            }
+            false
+        }));
+        // Dies without stopping, like a killed driver.
+        std::process::exit(0);
+    }
+    let _g = serial();
+    let input = tempfile::tempdir().unwrap();
+    let ckpt = tempfile::tempdir().unwrap();
+    move_in(input.path(), "f1", "a\nb\n");
+    move_in(input.path(), "f2", "a\n");
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "file_stream_resumes_after_a_restart_without_rereading_files",
+            "--test-threads=1",
+        ])
+        .env(
+            CHILD,
+            format!("{}\n{}", input.path().display(), ckpt.path().display()),
+        )
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "the first run failed: {status}");
+
+    // While the job is down, f1 is archived and f3 arrives; the restarted job resumes
+    // from its state and reads only f3.
+    std::fs::remove_file(input.path().join("f1")).unwrap();
+    move_in(input.path(), "f3", "a\nc\n");
+    let latest = Arc::new(Mutex::new((0, BTreeMap::new())));
+    let ssc = restartable_line_counts(input.path(), ckpt.path(), latest.clone());
+    ssc.start().unwrap();
+    let want = counts(&[("a", 3), ("b", 1), ("c", 1)]);
+    let reached = eventually(20, || latest.lock().unwrap().1 == want);
+    ssc.stop(true).unwrap();
+    assert!(reached, "state {:?}", latest.lock().unwrap());
+    assert_eq!(latest.lock().unwrap().1, want, "no file read twice");
+}
