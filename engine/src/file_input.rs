@@ -11,8 +11,11 @@
 //!   (subdirectories are not descended into).
 //! * Unlike Spark's `textFileStream`, files already in the directory at start are
 //!   processed too ("every file not yet processed").
-//! * Processed names are remembered for the life of the context (in memory); a file
-//!   replaced under a processed name is not read again.
+//! * Processed names are remembered as long as the file is in the directory; a file
+//!   replaced under a processed name is not read again. Once a processed file is gone
+//!   (archived or deleted: the usual way to keep the directory small), its name is
+//!   forgotten at the next listing, so the memory and the checkpointed position stay
+//!   as small as the directory, and a later file under that name is new data.
 //! * A malformed record (a line that is not UTF-8, or whatever the decoder reports as
 //!   [`std::io::ErrorKind::InvalidData`]) fails the batch with an error naming the file
 //!   and the record number: files can be fixed and replayed, unlike a socket.
@@ -41,11 +44,20 @@ pub fn is_ignored_file_name(name: &str) -> bool {
     name.starts_with('.') || name.ends_with(".tmp") || name.ends_with("._COPYING_")
 }
 
-/// The files in `dir` to process now: regular files with names not ignored and not in
-/// `processed`, sorted by name.
-fn new_files(dir: &Path, processed: &HashSet<String>) -> Result<Vec<String>> {
+/// What a listing of the directory found.
+#[derive(Debug)]
+struct Listing {
+    /// Regular files with names not ignored and not processed, sorted by name.
+    new: Vec<String>,
+    /// Every name not ignored in the directory (to forget processed files now gone).
+    present: HashSet<String>,
+}
+
+/// Lists `dir` (see [`Listing`]).
+fn list(dir: &Path, processed: &HashSet<String>) -> Result<Listing> {
     let what = || format!("input directory {}", dir.display());
     let mut names = Vec::new();
+    let mut present = HashSet::new();
     for entry in std::fs::read_dir(dir).map_err(|e| EngineError::io(what(), e))? {
         let entry = entry.map_err(|e| EngineError::io(what(), e))?;
         let Ok(name) = entry.file_name().into_string() else {
@@ -53,12 +65,19 @@ fn new_files(dir: &Path, processed: &HashSet<String>) -> Result<Vec<String>> {
                 "ignoring a file whose name is not UTF-8");
             continue;
         };
-        if is_ignored_file_name(&name) || processed.contains(&name) {
+        if is_ignored_file_name(&name) {
+            continue;
+        }
+        if processed.contains(&name) {
+            present.insert(name);
             continue;
         }
         // Follows symlinks: a link to a regular file counts.
         match std::fs::metadata(entry.path()) {
-            Ok(m) if m.is_file() => names.push(name),
+            Ok(m) if m.is_file() => {
+                present.insert(name.clone());
+                names.push(name);
+            }
             Ok(_) => {}
             // Gone between listing and looking: not ours to read.
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -66,7 +85,10 @@ fn new_files(dir: &Path, processed: &HashSet<String>) -> Result<Vec<String>> {
         }
     }
     names.sort();
-    Ok(names)
+    Ok(Listing {
+        new: names,
+        present,
+    })
 }
 
 type DynDecoder<T> = Arc<dyn Fn(&mut dyn io::BufRead) -> io::Result<Option<T>> + Send + Sync>;
@@ -160,8 +182,10 @@ impl<T: Data> Input for FileInput<T> {
     fn allocate(&self, t: BatchTime, env: &Env) -> Result<u64> {
         let stopping = self.stopping.load(Ordering::SeqCst);
         let names = {
-            let processed = self.processed.lock().unwrap_or_else(|e| e.into_inner());
-            new_files(&self.dir, &processed)?
+            let mut processed = self.processed.lock().unwrap_or_else(|e| e.into_inner());
+            let listing = list(&self.dir, &processed)?;
+            processed.retain(|n| listing.present.contains(n));
+            listing.new
         };
         let n = self.take_files(t, names, env)?;
         if stopping {
@@ -262,9 +286,14 @@ mod tests {
             std::fs::write(dir.path().join(n), "x\n").unwrap();
         }
         std::fs::create_dir(dir.path().join("sub")).unwrap();
-        let processed: HashSet<String> = ["f".to_string()].into_iter().collect();
-        assert_eq!(new_files(dir.path(), &processed).unwrap(), vec!["a", "b"]);
-        let err = new_files(&dir.path().join("missing"), &processed)
+        let processed: HashSet<String> =
+            ["f".to_string(), "gone".to_string()].into_iter().collect();
+        let listing = list(dir.path(), &processed).unwrap();
+        assert_eq!(listing.new, vec!["a", "b"]);
+        let mut present: Vec<&String> = listing.present.iter().collect();
+        present.sort();
+        assert_eq!(present, vec!["a", "b", "f"]);
+        let err = list(&dir.path().join("missing"), &processed)
             .unwrap_err()
             .to_string();
         assert!(err.contains("missing"), "{err}");
@@ -324,6 +353,15 @@ mod tests {
         assert_eq!(replayed.replay(t1, &plan, &env).unwrap(), 3);
         assert_eq!(replayed.alloc.get(t1).partitions(), batch.partitions());
         assert_eq!(replayed.allocate(t2, &env).unwrap(), 1);
+
+        // A processed file that is archived is forgotten; a new file under its name is
+        // new data.
+        std::fs::remove_file(dir.path().join("c")).unwrap();
+        assert_eq!(restored.allocate(BatchTime(300), &env).unwrap(), 0);
+        assert!(!restored.processed.lock().unwrap().contains("c"));
+        std::fs::write(dir.path().join("c"), "c2\n").unwrap();
+        assert_eq!(restored.allocate(BatchTime(400), &env).unwrap(), 1);
+        assert_eq!(restored.alloc.get(BatchTime(400)).to_vec(), vec!["c2"]);
 
         // A planned file that disappeared cannot be replayed: the error names it.
         std::fs::remove_file(dir.path().join("a")).unwrap();
