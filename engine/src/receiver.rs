@@ -110,13 +110,16 @@ impl<T: Data> ReceiverContext<T> {
     pub fn store(&self, record: T) {
         self.shared.acquire(1);
         self.shared.buffer().push(record);
+        self.shared.received.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Stores several records (like `store` for each, rate-limited as a whole).
     pub fn store_all(&self, records: impl IntoIterator<Item = T>) {
         let records: Vec<T> = records.into_iter().collect();
-        self.shared.acquire(records.len() as u64);
+        let n = records.len() as u64;
+        self.shared.acquire(n);
         self.shared.buffer().extend(records);
+        self.shared.received.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Stores `block` as one block (one partition of a batch) and returns once it is
@@ -127,8 +130,11 @@ impl<T: Data> ReceiverContext<T> {
         if block.is_empty() {
             return Ok(());
         }
-        self.shared.acquire(block.len() as u64);
-        self.shared.store_block_inner(block)
+        let n = block.len() as u64;
+        self.shared.acquire(n);
+        self.shared.store_block_inner(block)?;
+        self.shared.received.fetch_add(n, Ordering::Relaxed);
+        Ok(())
     }
 
     /// The receiver's current rate limit in records/s (`receiver_max_rate` and
@@ -270,6 +276,8 @@ struct Shared<T> {
     finished: AtomicBool,
     hooks: Mutex<Vec<StopHook>>,
     stats: Mutex<Stats>,
+    /// Records handed to `store*` so far (decides whether a run made progress).
+    received: AtomicU64,
     /// Wakes sleepers (block generator, restart delay, rate limit) on a stop.
     signal: (Mutex<()>, Condvar),
 }
@@ -400,7 +408,7 @@ fn supervise<T: Data>(shared: Arc<Shared<T>>, mut receiver: Box<dyn Receiver<T>>
     };
     let mut failures = 0u32;
     loop {
-        let stored_before = lock(&shared.stats).records + shared.buffer().len() as u64;
+        let received_before = shared.received.load(Ordering::Relaxed);
         tracing::info!(receiver = %shared.name, "receiver starting");
         let res = std::panic::catch_unwind(AssertUnwindSafe(|| receiver.run(&ctx)));
         lock(&shared.hooks).clear();
@@ -434,8 +442,7 @@ fn supervise<T: Data>(shared: Arc<Shared<T>>, mut receiver: Box<dyn Receiver<T>>
                 m
             }
         };
-        let stored_after = lock(&shared.stats).records + shared.buffer().len() as u64;
-        if stored_after > stored_before {
+        if shared.received.load(Ordering::Relaxed) > received_before {
             failures = 0;
         }
         failures = failures.saturating_add(1);
@@ -607,6 +614,7 @@ impl StreamingContext {
             finished: AtomicBool::new(false),
             hooks: Mutex::new(Vec::new()),
             stats: Mutex::new(Stats::default()),
+            received: AtomicU64::new(0),
             signal: (Mutex::new(()), Condvar::new()),
         });
         let alloc = Arc::new(Allocations::default());

@@ -674,3 +674,45 @@ fn file_stream_resumes_after_a_restart_without_rereading_files() {
     assert!(reached, "state {:?}", latest.lock().unwrap());
     assert_eq!(latest.lock().unwrap().1, want, "no file read twice");
 }
+
+/// Fails four times without storing anything, then ends; notes when each run starts.
+struct Unreachable {
+    starts: Arc<Mutex<Vec<Instant>>>,
+}
+
+impl Receiver<u8> for Unreachable {
+    fn run(&mut self, _ctx: &ReceiverContext<u8>) -> sluice::Result<()> {
+        let mut s = self.starts.lock().unwrap();
+        s.push(Instant::now());
+        if s.len() <= 4 {
+            return Err(EngineError::User("connection refused".into()));
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn restarts_back_off_while_a_receiver_makes_no_progress() {
+    let _g = serial();
+    let starts = Arc::new(Mutex::new(Vec::new()));
+    let ssc = StreamingContext::new(conf("backoff")).unwrap();
+    let (s, handle) = ssc
+        .receiver_stream_with_handle(Unreachable {
+            starts: starts.clone(),
+        })
+        .unwrap();
+    s.foreach_batch(|_| Ok(())).unwrap();
+    ssc.start().unwrap();
+    assert!(eventually(20, || handle.status().finished));
+    ssc.stop(true).unwrap();
+    let starts = starts.lock().unwrap().clone();
+    assert_eq!(starts.len(), 5);
+    // The restart delay (20 ms here) doubles with every failure in a row.
+    for (i, w) in starts.windows(2).enumerate() {
+        let gap = w[1] - w[0];
+        let min = Duration::from_millis(20) * (1 << i);
+        assert!(gap >= min, "restart {}: {gap:?} < {min:?}", i + 1);
+    }
+    let st = handle.status();
+    assert_eq!((st.restarts, st.errors), (4, 4), "{st:?}");
+}
