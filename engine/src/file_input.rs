@@ -10,7 +10,8 @@
 //!   `hdfs dfs -put` writes while copying), and anything that is not a regular file
 //!   (subdirectories are not descended into).
 //! * Unlike Spark's `textFileStream`, files already in the directory at start are
-//!   processed too ("every file not yet processed").
+//!   processed too ("every file not yet processed"); [`FileStreamOptions`] has Spark's
+//!   `newFilesOnly` and a filter, for `file_stream_with`.
 //! * Processed names are remembered as long as the file is in the directory; a file
 //!   replaced under a processed name is not read again. Once a processed file is gone
 //!   (archived or deleted: the usual way to keep the directory small), its name is
@@ -53,8 +54,45 @@ struct Listing {
     present: HashSet<String>,
 }
 
-/// Lists `dir` (see [`Listing`]).
-fn list(dir: &Path, processed: &HashSet<String>) -> Result<Listing> {
+/// Options of [`StreamingContext::file_stream_with`].
+#[derive(Clone, Default)]
+pub struct FileStreamOptions {
+    /// Reads only the files for which this is true (given the file's path), on top of
+    /// the rules for hidden and temporary files. Spark's `filter`.
+    pub filter: Option<Arc<dyn Fn(&Path) -> bool + Send + Sync>>,
+    /// Skips the files already in the directory when the job starts fresh (Spark's
+    /// `newFilesOnly`). A job resumed from a checkpoint still reads the files that
+    /// arrived while it was down.
+    pub new_files_only: bool,
+}
+
+impl std::fmt::Debug for FileStreamOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileStreamOptions")
+            .field("filter", &self.filter.is_some())
+            .field("new_files_only", &self.new_files_only)
+            .finish()
+    }
+}
+
+impl FileStreamOptions {
+    /// Reads only the files for which `f` is true.
+    pub fn filter(mut self, f: impl Fn(&Path) -> bool + Send + Sync + 'static) -> Self {
+        self.filter = Some(Arc::new(f));
+        self
+    }
+
+    /// Skips the files already in the directory at a fresh start.
+    pub fn new_files_only(mut self, on: bool) -> Self {
+        self.new_files_only = on;
+        self
+    }
+}
+
+type FileFilter = Arc<dyn Fn(&Path) -> bool + Send + Sync>;
+
+/// Lists `dir` (see [`Listing`]); files `filter` rejects are left out entirely.
+fn list(dir: &Path, processed: &HashSet<String>, filter: Option<&FileFilter>) -> Result<Listing> {
     let what = || format!("input directory {}", dir.display());
     let mut names = Vec::new();
     let mut present = HashSet::new();
@@ -65,7 +103,7 @@ fn list(dir: &Path, processed: &HashSet<String>) -> Result<Listing> {
                 "ignoring a file whose name is not UTF-8");
             continue;
         };
-        if is_ignored_file_name(&name) {
+        if is_ignored_file_name(&name) || filter.is_some_and(|f| !f(&entry.path())) {
             continue;
         }
         if processed.contains(&name) {
@@ -129,6 +167,10 @@ struct FileInput<T> {
     stopping: AtomicBool,
     /// The directory was listed after the stop.
     listed_after_stop: AtomicBool,
+    filter: Option<FileFilter>,
+    new_files_only: bool,
+    /// A checkpointed position was restored (so this is not a fresh start).
+    restored: AtomicBool,
 }
 
 impl<T: Data> FileInput<T> {
@@ -167,7 +209,16 @@ impl<T: Data> Input for FileInput<T> {
 
     fn start(&self, _env: &Env) -> Result<()> {
         match std::fs::metadata(&self.dir) {
-            Ok(m) if m.is_dir() => Ok(()),
+            Ok(m) if m.is_dir() => {
+                if self.new_files_only && !self.restored.load(Ordering::SeqCst) {
+                    let mut processed = self.processed.lock().unwrap_or_else(|e| e.into_inner());
+                    let old = list(&self.dir, &processed, self.filter.as_ref())?.new;
+                    tracing::info!(dir = %self.dir.display(), files = old.len(),
+                        "new files only: skipping the files already in the directory");
+                    processed.extend(old);
+                }
+                Ok(())
+            }
             Ok(_) => Err(EngineError::io(
                 format!("input directory {}", self.dir.display()),
                 io::Error::other("not a directory"),
@@ -183,7 +234,7 @@ impl<T: Data> Input for FileInput<T> {
         let stopping = self.stopping.load(Ordering::SeqCst);
         let names = {
             let mut processed = self.processed.lock().unwrap_or_else(|e| e.into_inner());
-            let listing = list(&self.dir, &processed)?;
+            let listing = list(&self.dir, &processed, self.filter.as_ref())?;
             processed.retain(|n| listing.present.contains(n));
             listing.new
         };
@@ -227,6 +278,7 @@ impl<T: Data> Input for FileInput<T> {
 
     fn restore_position(&self, pos: &[u8]) -> Result<()> {
         let names: Vec<String> = crate::graph::decode(pos)?;
+        self.restored.store(true, Ordering::SeqCst);
         tracing::info!(dir = %self.dir.display(), files = names.len(),
             "restored the processed files of the input directory");
         self.processed
@@ -251,6 +303,16 @@ impl StreamingContext {
         dir: impl Into<PathBuf>,
         decoder: impl Decoder<T>,
     ) -> Result<DStream<T>> {
+        self.file_stream_with(dir, FileStreamOptions::default(), decoder)
+    }
+
+    /// [`StreamingContext::file_stream`] with a filter and/or new files only.
+    pub fn file_stream_with<T: Data>(
+        &self,
+        dir: impl Into<PathBuf>,
+        options: FileStreamOptions,
+        decoder: impl Decoder<T>,
+    ) -> Result<DStream<T>> {
         let alloc = Arc::new(Allocations::default());
         let input = Arc::new(FileInput {
             dir: dir.into(),
@@ -260,6 +322,9 @@ impl StreamingContext {
             planned: Mutex::new(BTreeMap::new()),
             stopping: AtomicBool::new(false),
             listed_after_stop: AtomicBool::new(false),
+            filter: options.filter,
+            new_files_only: options.new_files_only,
+            restored: AtomicBool::new(false),
         });
         self.input_stream("files", None, alloc, input)
     }
@@ -288,12 +353,12 @@ mod tests {
         std::fs::create_dir(dir.path().join("sub")).unwrap();
         let processed: HashSet<String> =
             ["f".to_string(), "gone".to_string()].into_iter().collect();
-        let listing = list(dir.path(), &processed).unwrap();
+        let listing = list(dir.path(), &processed, None).unwrap();
         assert_eq!(listing.new, vec!["a", "b"]);
         let mut present: Vec<&String> = listing.present.iter().collect();
         present.sort();
         assert_eq!(present, vec!["a", "b", "f"]);
-        let err = list(&dir.path().join("missing"), &processed)
+        let err = list(&dir.path().join("missing"), &processed, None)
             .unwrap_err()
             .to_string();
         assert!(err.contains("missing"), "{err}");
@@ -314,6 +379,10 @@ mod tests {
     }
 
     fn input(dir: &Path) -> FileInput<String> {
+        input_with(dir, FileStreamOptions::default())
+    }
+
+    fn input_with(dir: &Path, o: FileStreamOptions) -> FileInput<String> {
         FileInput {
             dir: dir.to_path_buf(),
             decoder: Arc::new(decode_lines),
@@ -322,7 +391,39 @@ mod tests {
             planned: Mutex::new(BTreeMap::new()),
             stopping: AtomicBool::new(false),
             listed_after_stop: AtomicBool::new(false),
+            filter: o.filter,
+            new_files_only: o.new_files_only,
+            restored: AtomicBool::new(false),
         }
+    }
+
+    #[test]
+    fn filter_and_new_files_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = env();
+        std::fs::write(dir.path().join("old.csv"), "o\n").unwrap();
+        let opts = FileStreamOptions::default()
+            .new_files_only(true)
+            .filter(|p| p.extension().is_some_and(|e| e == "csv"));
+        let fresh = input_with(dir.path(), opts.clone());
+        fresh.start(&env).unwrap();
+        std::fs::write(dir.path().join("new.csv"), "n\n").unwrap();
+        std::fs::write(dir.path().join("new.json"), "{}\n").unwrap();
+        assert_eq!(fresh.allocate(BatchTime(100), &env).unwrap(), 1);
+        assert_eq!(fresh.alloc.get(BatchTime(100)).to_vec(), vec!["n"]);
+
+        // Resumed from a checkpoint that had seen nothing: files that arrived while the
+        // job was down are read, even with new files only.
+        let resumed = input_with(dir.path(), opts);
+        resumed
+            .restore_position(&crate::graph::encode(&Vec::<String>::new()).unwrap())
+            .unwrap();
+        resumed.start(&env).unwrap();
+        assert_eq!(resumed.allocate(BatchTime(100), &env).unwrap(), 2);
+        assert_eq!(
+            resumed.alloc.get(BatchTime(100)).partitions(),
+            &[vec!["n"], vec!["o"]]
+        );
     }
 
     #[test]
