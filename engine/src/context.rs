@@ -70,6 +70,18 @@ pub(crate) struct GraphState {
     result: Option<Result<()>>,
 }
 
+impl GraphState {
+    /// Drops the graph of a stopped context. Nodes and outputs hold handles to the
+    /// context, so without this the context (with its driver log and its lock) would
+    /// outlive every handle the user dropped, and a restart in the same process could
+    /// not open the checkpoint location again.
+    fn release_graph(&mut self) {
+        self.registry.nodes.clear();
+        self.inputs.clear();
+        self.outputs.clear();
+    }
+}
+
 pub(crate) struct CtxInner {
     pub(crate) conf: StreamingConf,
     pub(crate) env: Env,
@@ -359,6 +371,7 @@ impl StreamingContext {
                     i.stop_receiving();
                 }
                 st.phase = Phase::Stopped;
+                st.release_graph();
                 st.result = Some(res);
                 *active() = None;
                 inner.done.notify_all();
@@ -424,6 +437,7 @@ impl StreamingContext {
             match st.phase {
                 Phase::Defining => {
                     st.phase = Phase::Stopped;
+                    st.release_graph();
                     return Ok(());
                 }
                 Phase::Stopped => return Ok(()),
