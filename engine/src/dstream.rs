@@ -246,8 +246,8 @@ impl<T: Data> DStream<T> {
     /// The elements of the last `window` of time, every `slide` (both multiples of the
     /// batch interval; the window a multiple of the slide's batch too).
     pub fn window(&self, window: Duration, slide: Duration) -> Result<DStream<T>> {
-        self.ctx.check_multiple("window length", window)?;
-        self.ctx.check_multiple("slide", slide)?;
+        // Also multiples of this stream's slide: a window of a window steps on its grid.
+        self.check_window(window, slide)?;
         let parent = self.clone();
         // The parent keeps its batches as long as the window spans.
         crate::graph::AnyNode::remember(&*self.node, window);

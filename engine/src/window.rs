@@ -30,7 +30,7 @@ type ReduceFn<V> = Arc<dyn Fn(&V, &V) -> V + Send + Sync>;
 
 impl<T: Data> DStream<T> {
     /// Checks a window and slide against the batch interval and this stream's slide.
-    fn check_window(&self, window: Duration, slide: Duration) -> Result<()> {
+    pub(crate) fn check_window(&self, window: Duration, slide: Duration) -> Result<()> {
         self.ctx.check_multiple("window length", window)?;
         self.ctx.check_multiple("slide", slide)?;
         let step = self.slide().as_millis().max(1);

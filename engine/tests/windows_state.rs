@@ -226,4 +226,9 @@ fn definition_errors() {
         slow.count_by_value_and_window(batches(4), batches(1)),
         Err(EngineError::Config { .. })
     ));
+    assert!(matches!(
+        slow.window(batches(2), batches(1)),
+        Err(EngineError::Config { .. })
+    ));
+    assert!(slow.window(batches(4), batches(2)).is_ok());
 }
