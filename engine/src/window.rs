@@ -9,6 +9,35 @@
 //! previous window value and the parent's per-batch reductions for `window + slide`,
 //! and computes `value(t) = value(t - slide) ⊕ batches entering ⊖ batches leaving`, as
 //! Spark's `ReducedWindowedDStream` does.
+//!
+//! ```
+//! use std::time::Duration;
+//! use sluice::prelude::*;
+//!
+//! let batch = Duration::from_secs(60); // the graceful stop runs the queued batches at once
+//! let ssc = StreamingContext::new(StreamingConf::new("doc-window", batch))?;
+//! let (a, b) = ("a".to_string(), "b".to_string());
+//! let words = ssc.queue_stream(vec![vec![a.clone(), b], vec![a], vec![]], true)?;
+//! let counts = words
+//!     .map(|w: &String| (w.clone(), 1i64))?
+//!     .reduce_by_key_and_window_inv(|a, b| a + b, |a, b| a - b, 2 * batch, batch, Some(|_, c| *c > 0))?;
+//! let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+//! let out = seen.clone();
+//! counts.foreach_batch(move |b| {
+//!     let mut v = b.batch.to_vec();
+//!     v.sort();
+//!     out.lock().unwrap().push(v);
+//!     Ok(())
+//! })?;
+//! ssc.start()?;
+//! ssc.stop(true)?;
+//! let c = |w: &str, n| (w.to_string(), n);
+//! assert_eq!(
+//!     *seen.lock().unwrap(),
+//!     vec![vec![c("a", 1), c("b", 1)], vec![c("a", 2), c("b", 1)], vec![c("a", 1)]]
+//! );
+//! # Ok::<(), sluice::EngineError>(())
+//! ```
 
 use std::collections::HashMap;
 use std::hash::Hash;

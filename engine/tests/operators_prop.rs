@@ -269,11 +269,13 @@ proptest! {
         input in pairs(),
         initial in prop::collection::btree_map(0u8..5, 0u64..10, 0..3),
         timeout in 1usize..4,
+        parts in 1usize..4,
     ) {
         let _g = serial();
         let ssc = context("prop-stateful");
         let s = ssc.queue_stream(input.clone(), true).unwrap();
         let seen_in = record(&s);
+        let s = s.repartition(parts).unwrap();
         // Running sums per key; a key whose sum passes 25 is removed.
         let usbk = record(&s.update_state_by_key("sums", |vs: &[u64], st: Option<&u64>| {
             let n = st.copied().unwrap_or(0) + vs.iter().sum::<u64>();
@@ -313,7 +315,11 @@ proptest! {
         let (mut want_mapped, mut want_snap) = (BTreeMap::new(), BTreeMap::new());
         for i in 0..n {
             let mut out = Vec::new();
-            for (k, v) in at(&input, i) {
+            // Records reach the function partition by partition: `repartition` put
+            // record `j` in partition `j % parts`.
+            let mut batch: Vec<(usize, (u8, u64))> = at(&input, i).into_iter().enumerate().collect();
+            batch.sort_by_key(|(j, _)| (j % parts, *j));
+            for (_, (k, v)) in batch {
                 let n = state.get(&k).map_or(0, |s| s.0) + v;
                 if n > 25 { state.remove(&k); } else { state.insert(k, (n, i)); }
                 out.push((k, n, false));
