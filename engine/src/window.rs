@@ -91,7 +91,7 @@ impl<T: Data> DStream<T> {
         self.map(|x| (x.clone(), 1u64))?
             .reduce_by_key_and_window_inv(
                 |a, b| a + b,
-                |a, b| a - b,
+                |a, b| a.saturating_sub(*b),
                 window,
                 slide,
                 Some(|_, c| *c > 0),
@@ -113,7 +113,9 @@ impl<T: Data> DStream<T> {
         self.map(|x| ((), (x.clone(), 1u64)))?
             .reduce_by_key_and_window_inv(
                 move |a, b| (f(&a.0, &b.0), a.1 + b.1),
-                move |a, b| (inv_f(&a.0, &b.0), a.1 - b.1),
+                // Saturating: a window recomputed after a restart that lost part of
+                // its past must not panic when those batches leave it.
+                move |a, b| (inv_f(&a.0, &b.0), a.1.saturating_sub(b.1)),
                 window,
                 slide,
                 Some(|_, v| v.1 > 0),
