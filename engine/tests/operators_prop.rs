@@ -192,6 +192,8 @@ proptest! {
         let right_join = record(&a.right_outer_join(&b).unwrap());
         let full_join = record(&a.full_outer_join(&b).unwrap());
         let cogroup = record(&a.cogroup(&b).unwrap().map(|(k, (vs, ws))| (*k, (sorted(vs.clone()), sorted(ws.clone())))).unwrap());
+        let both_sizes = record(&a.transform_with(&b, |x, y, _t| Ok(vec![(x.len() as u64, y.len() as u64)])).unwrap());
+        let all = record(&DStream::union_all(&[a.clone(), b.clone(), a.clone()]).unwrap());
         let (t0, n) = run(&ssc, &seen_in);
         // Both queues are consumed one batch per time; the shorter one then gives empty batches.
         prop_assert_eq!(n, left.len().max(right.len()));
@@ -255,6 +257,8 @@ proptest! {
             }
             out
         }));
+        prop_assert_eq!(got(&both_sizes, t0), expect(n, 1, |i| vec![(at(&left, i).len() as u64, at(&right, i).len() as u64)]));
+        prop_assert_eq!(got(&all, t0), expect(n, 1, |i| [at(&left, i), at(&right, i), at(&left, i)].concat()));
         prop_assert_eq!(got(&cogroup, t0), expect(n, 1, |i| {
             let (l, r) = both(i);
             let keys: BTreeSet<u8> = l.keys().chain(r.keys()).copied().collect();
@@ -281,6 +285,11 @@ proptest! {
             let n = st.copied().unwrap_or(0) + vs.iter().sum::<u64>();
             (n <= 25).then_some(n)
         }).unwrap());
+        // With an initial state: the same sums, starting from it.
+        let usbk_init = record(&s.update_state_by_key_with_initial("sums-init", |vs: &[u64], st: Option<&u64>| {
+            let n = st.copied().unwrap_or(0) + vs.iter().sum::<u64>();
+            (n <= 25).then_some(n)
+        }, initial.clone().into_iter().collect()).unwrap());
         let spec = StateSpec::function(|k: &u8, v: Option<&u64>, st: &mut State<u64>| {
             if st.is_timing_out() {
                 return Some((*k, *st.get()?, true));
@@ -297,18 +306,21 @@ proptest! {
         let (t0, n) = run(&ssc, &seen_in);
 
         // update_state_by_key: the state after each batch.
-        let mut state: BTreeMap<u8, u64> = BTreeMap::new();
-        let mut want_usbk = BTreeMap::new();
-        for i in 0..n {
-            let g = groups(&at(&input, i));
-            let keys: BTreeSet<u8> = state.keys().chain(g.keys()).copied().collect();
-            for k in keys {
-                let sum = state.get(&k).copied().unwrap_or(0) + g.get(&k).map_or(0, |vs| vs.iter().sum());
-                if sum <= 25 { state.insert(k, sum); } else { state.remove(&k); }
+        let model = |mut state: BTreeMap<u8, u64>| {
+            let mut want = BTreeMap::new();
+            for i in 0..n {
+                let g = groups(&at(&input, i));
+                let keys: BTreeSet<u8> = state.keys().chain(g.keys()).copied().collect();
+                for k in keys {
+                    let sum = state.get(&k).copied().unwrap_or(0) + g.get(&k).map_or(0, |vs| vs.iter().sum());
+                    if sum <= 25 { state.insert(k, sum); } else { state.remove(&k); }
+                }
+                want.insert(i, state.clone().into_iter().collect::<Vec<_>>());
             }
-            want_usbk.insert(i, state.clone().into_iter().collect::<Vec<_>>());
-        }
-        prop_assert_eq!(got(&usbk, t0), want_usbk);
+            want
+        };
+        prop_assert_eq!(got(&usbk, t0), model(BTreeMap::new()));
+        prop_assert_eq!(got(&usbk_init, t0), model(initial.clone()));
 
         // map_with_state: record by record, then keys idle for `timeout` batches time out.
         let mut state: BTreeMap<u8, (u64, usize)> = initial.iter().map(|(k, s)| (*k, (*s, 0))).collect();
