@@ -45,6 +45,11 @@ pub(crate) trait Input: Send + Sync {
     fn restore_position(&self, _pos: &[u8]) -> Result<()> {
         Ok(())
     }
+    /// Drops what the input keeps for replays before `pos`, a position no retained
+    /// checkpoint precedes (cleanup after a checkpoint).
+    fn release_before(&self, _pos: &[u8]) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// An output operation: runs once per batch time, in definition order.
@@ -85,8 +90,12 @@ impl GraphState {
 pub(crate) struct CtxInner {
     pub(crate) conf: StreamingConf,
     pub(crate) env: Env,
-    pub(crate) durable: Option<Arc<crate::durable::Durable>>,
+    /// The driver log and checkpoint store; released when the context stops (the
+    /// graph's closures keep the context itself alive, and with it the log's lock).
+    pub(crate) durable: Mutex<Option<Arc<crate::durable::Durable>>>,
     state: Mutex<GraphState>,
+    /// Receivers defined so far (names their write-ahead logs).
+    pub(crate) receiver_count: std::sync::atomic::AtomicUsize,
     done: Condvar,
     stop: AtomicBool,
     graceful: AtomicBool,
@@ -115,6 +124,13 @@ fn now_ms() -> u64 {
 impl CtxInner {
     fn state(&self) -> MutexGuard<'_, GraphState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn durable(&self) -> Option<Arc<crate::durable::Durable>> {
+        self.durable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub(crate) fn nodes_and_inputs(&self) -> (Vec<Arc<dyn AnyNode>>, Vec<Arc<dyn Input>>) {
@@ -245,7 +261,8 @@ impl StreamingContext {
             inner: Arc::new(CtxInner {
                 conf,
                 env,
-                durable,
+                durable: Mutex::new(durable),
+                receiver_count: std::sync::atomic::AtomicUsize::new(0),
                 state: Mutex::new(GraphState {
                     phase: Phase::Defining,
                     registry: Registry::default(),
@@ -326,7 +343,8 @@ impl StreamingContext {
             *a = Some(self.inner.conf.app_name.clone());
         }
         let b = self.inner.conf.batch_interval.as_millis() as u64;
-        let plan_zero = self.inner.durable.as_ref().and_then(|d| {
+        let durable = self.inner.durable();
+        let plan_zero = durable.as_ref().and_then(|d| {
             d.plan
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -334,7 +352,7 @@ impl StreamingContext {
                 .map(|p| BatchTime(p.zero_ms))
         });
         let zero = zero.or(plan_zero).unwrap_or(BatchTime(now_ms() / b * b));
-        if let Some(d) = &self.inner.durable {
+        if let Some(d) = &durable {
             if plan_zero.is_none() && d.log.inner().next_lsn().0 > 0 {
                 return Err(EngineError::Config {
                     setting: "checkpoint".into(),
@@ -366,6 +384,12 @@ impl StreamingContext {
             .name("sluice-scheduler".into())
             .spawn(move || {
                 let res = run_scheduler(&inner, &env);
+                // Release the driver log and the checkpoint store (and their locks).
+                inner
+                    .durable
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take();
                 let mut st = inner.state();
                 for i in &st.inputs {
                     i.stop_receiving();
@@ -438,6 +462,11 @@ impl StreamingContext {
                 Phase::Defining => {
                     st.phase = Phase::Stopped;
                     st.release_graph();
+                    self.inner
+                        .durable
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .take();
                     return Ok(());
                 }
                 Phase::Stopped => return Ok(()),
@@ -467,17 +496,17 @@ fn run_scheduler(inner: &Arc<CtxInner>, env: &Env) -> Result<()> {
             st.registry.nodes.clone(),
         )
     };
+    let durable = inner.durable();
     let job = Job {
         env,
         inputs: &inputs,
         outputs: &outputs,
         nodes: &nodes,
-        durable: inner.durable.as_deref(),
+        durable: durable.as_deref(),
         app_name: &inner.conf.app_name,
     };
     let mut t = env.zero.plus(env.batch);
-    let plan = inner
-        .durable
+    let plan = durable
         .as_ref()
         .and_then(|d| d.plan.lock().unwrap_or_else(|e| e.into_inner()).take());
     if let Some(plan) = plan {

@@ -81,13 +81,19 @@ fn ckpt_err(e: sluice_checkpoint::CheckpointError) -> EngineError {
     EngineError::Checkpoint(e)
 }
 
+/// The location of a log kept beside the checkpoints (`name` under a directory or
+/// prefix; next to a RocksDB directory).
+pub(crate) fn side_url(location: &str, name: &str) -> String {
+    if let Some(path) = location.strip_prefix("rocksdb://") {
+        format!("{}-{name}", path.trim_end_matches('/'))
+    } else {
+        format!("{}/{name}", location.trim_end_matches('/'))
+    }
+}
+
 /// The driver log's location for a checkpoint location.
 pub(crate) fn driver_log_url(location: &str) -> String {
-    if let Some(path) = location.strip_prefix("rocksdb://") {
-        format!("{}-driver-log", path.trim_end_matches('/'))
-    } else {
-        format!("{}/driver-log", location.trim_end_matches('/'))
-    }
+    side_url(location, "driver-log")
 }
 
 /// A state snapshot operator name (ASCII letters, digits, `-`, `_`) for any user name:
@@ -224,17 +230,18 @@ impl Durable {
         self.store
             .put_checkpoint(id, &crate::graph::encode(&data)?)
             .map_err(ckpt_err)?;
-        self.cleanup()
+        self.cleanup(inputs)
     }
 
     /// Deletes checkpoints past retention, then the snapshots and driver-log segments
     /// no retained checkpoint references (only once a newer checkpoint is durable).
-    fn cleanup(&self) -> Result<()> {
+    fn cleanup(&self, inputs: &[Arc<dyn Input>]) -> Result<()> {
         self.store
             .retain_newest(sluice_checkpoint::DEFAULT_RETAINED)
             .map_err(ckpt_err)?;
         let mut live: Vec<(String, SnapshotRef)> = Vec::new();
         let mut oldest_lsn = u64::MAX;
+        let mut oldest_positions: Option<Vec<Option<Vec<u8>>>> = None;
         for id in self.store.list_checkpoints().map_err(ckpt_err)? {
             let Ok(c) = self.store.read_checkpoint(id) else {
                 continue;
@@ -242,6 +249,9 @@ impl Durable {
             let Ok(d) = CheckpointData::decode(&c.payload) else {
                 continue;
             };
+            if d.log_lsn < oldest_lsn {
+                oldest_positions = Some(d.inputs.clone());
+            }
             oldest_lsn = oldest_lsn.min(d.log_lsn);
             live.extend(d.states);
         }
@@ -264,6 +274,13 @@ impl Durable {
         }
         if oldest_lsn != u64::MAX {
             self.log.inner().delete_before(Lsn(oldest_lsn))?;
+        }
+        // Inputs drop what no retained checkpoint can need (receiver WAL segments
+        // before the oldest retained checkpoint's position).
+        for (input, pos) in inputs.iter().zip(oldest_positions.unwrap_or_default()) {
+            if let Some(pos) = pos {
+                input.release_before(&pos)?;
+            }
         }
         Ok(())
     }
@@ -295,7 +312,7 @@ impl StreamingContext {
         }
         let ssc = StreamingContext::new(conf)?;
         build(&ssc)?;
-        let durable = ssc.inner.durable.as_ref().ok_or(EngineError::NotStarted)?;
+        let durable = ssc.inner.durable().ok_or(EngineError::NotStarted)?;
         let conf = &ssc.inner.conf;
         let batch_ms = conf.batch_interval.as_millis() as u64;
         let recovered = durable

@@ -237,9 +237,11 @@ fn lock<X>(m: &Mutex<X>) -> MutexGuard<'_, X> {
 
 /// A stored block, waiting to be allocated to a batch.
 struct ReceivedBlock<T> {
-    /// Per-receiver sequence number (the WAL will key blocks by it).
+    /// Per-receiver sequence number.
     id: u64,
     records: Vec<T>,
+    /// Where the block is in the receiver WAL (with the WAL on).
+    handle: Option<sluice_wal::RecordHandle>,
 }
 
 #[derive(Debug, Default)]
@@ -280,6 +282,8 @@ struct Shared<T> {
     received: AtomicU64,
     /// Wakes sleepers (block generator, restart delay, rate limit) on a stop.
     signal: (Mutex<()>, Condvar),
+    /// The receiver write-ahead log (with `receiver_wal` on).
+    wal: Option<sluice_wal::Wal>,
 }
 
 impl<T: Data> Shared<T> {
@@ -365,7 +369,17 @@ impl<T: Data> Shared<T> {
     fn store_block_inner(&self, records: Vec<T>) -> Result<()> {
         let id = self.next_block.fetch_add(1, Ordering::SeqCst);
         let n = records.len() as u64;
-        lock(&self.blocks).push_back(ReceivedBlock { id, records });
+        let handle = match &self.wal {
+            // Rule: the block is durable in the WAL (group commit) before it is queued
+            // and before the receiver is told it is stored.
+            Some(wal) => Some(wal.append(&crate::graph::encode(&records)?)?.handle),
+            None => None,
+        };
+        lock(&self.blocks).push_back(ReceivedBlock {
+            id,
+            records,
+            handle,
+        });
         let mut s = lock(&self.stats);
         s.records += n;
         s.blocks += 1;
@@ -491,6 +505,52 @@ struct ReceiverInput<T> {
     records: Option<Arc<Mutex<BTreeMap<BatchTime, u64>>>>,
     restart_delay: Duration,
     block_interval: Duration,
+    /// With the WAL: the blocks (WAL handles) each batch took, until it is processed.
+    plans: Mutex<BTreeMap<BatchTime, Vec<sluice_wal::RecordHandle>>>,
+    /// With the WAL: the first LSN no batch has taken (restored from the checkpoint and
+    /// moved on by replays).
+    next_lsn: AtomicU64,
+    /// With the WAL: the LSN this process's own blocks start at; blocks of an earlier
+    /// life in `[next_lsn, boundary)` were stored but never allocated, and are queued
+    /// again before the first new batch.
+    boundary: u64,
+    requeued: AtomicBool,
+}
+
+impl<T: Data> ReceiverInput<T> {
+    /// Queues the blocks an earlier life stored in the WAL but never allocated.
+    fn requeue_unallocated(&self) -> Result<()> {
+        let Some(wal) = &self.shared.wal else {
+            return Ok(());
+        };
+        if self.requeued.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        let from = sluice_wal::Lsn(self.next_lsn.load(Ordering::SeqCst).max(wal.first_lsn().0));
+        if from.0 >= self.boundary {
+            return Ok(());
+        }
+        let mut it = wal.iter_from(from)?;
+        let mut old = Vec::new();
+        while let Some(r) = it.next_with_handle() {
+            let (handle, bytes) = r?;
+            if handle.lsn.0 >= self.boundary {
+                break;
+            }
+            old.push(ReceivedBlock {
+                id: u64::MAX,
+                records: crate::graph::decode(&bytes)?,
+                handle: Some(handle),
+            });
+        }
+        tracing::info!(receiver = %self.shared.name, blocks = old.len(),
+            "queued blocks stored in the WAL before the crash but never processed");
+        let mut q = lock(&self.shared.blocks);
+        for b in old.into_iter().rev() {
+            q.push_front(b);
+        }
+        Ok(())
+    }
 }
 
 impl<T: Data> Input for ReceiverInput<T> {
@@ -527,7 +587,16 @@ impl<T: Data> Input for ReceiverInput<T> {
     }
 
     fn allocate(&self, t: BatchTime, _env: &Env) -> Result<u64> {
+        self.requeue_unallocated()?;
         let blocks: Vec<ReceivedBlock<T>> = lock(&self.shared.blocks).drain(..).collect();
+        if self.shared.wal.is_some() {
+            let handles: Vec<sluice_wal::RecordHandle> =
+                blocks.iter().filter_map(|b| b.handle).collect();
+            if let Some(last) = handles.last() {
+                self.next_lsn.fetch_max(last.lsn.0 + 1, Ordering::SeqCst);
+            }
+            lock(&self.plans).insert(t, handles);
+        }
         if let (Some(first), Some(last)) = (blocks.first(), blocks.last()) {
             tracing::debug!(receiver = %self.shared.name, time = t.0, from = first.id, to = last.id,
                 "blocks allocated");
@@ -557,6 +626,53 @@ impl<T: Data> Input for ReceiverInput<T> {
 
     fn forget(&self, t: BatchTime) {
         self.alloc.forget(t);
+        let mut p = lock(&self.plans);
+        *p = p.split_off(&BatchTime(t.0 + 1));
+    }
+
+    fn plan_of(&self, t: BatchTime) -> Option<Vec<u8>> {
+        self.shared.wal.as_ref()?;
+        crate::graph::encode(lock(&self.plans).get(&t)?).ok()
+    }
+
+    fn replay(&self, t: BatchTime, plan: &[u8], _env: &Env) -> Result<u64> {
+        let wal = self
+            .shared
+            .wal
+            .as_ref()
+            .ok_or_else(|| EngineError::NotReplayable {
+                input: self.describe(),
+            })?;
+        let handles: Vec<sluice_wal::RecordHandle> = crate::graph::decode(plan)?;
+        let mut parts = Vec::with_capacity(handles.len());
+        for h in &handles {
+            parts.push(crate::graph::decode::<Vec<T>>(&wal.read(*h)?)?);
+            self.next_lsn.fetch_max(h.lsn.0 + 1, Ordering::SeqCst);
+        }
+        let batch = Batch::from_partitions(parts);
+        let n = batch.len() as u64;
+        self.alloc.set(t, batch);
+        lock(&self.plans).insert(t, handles);
+        Ok(n)
+    }
+
+    fn position(&self) -> Option<Vec<u8>> {
+        self.shared.wal.as_ref()?;
+        crate::graph::encode(&self.next_lsn.load(Ordering::SeqCst)).ok()
+    }
+
+    fn restore_position(&self, pos: &[u8]) -> Result<()> {
+        self.next_lsn
+            .store(crate::graph::decode(pos)?, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn release_before(&self, pos: &[u8]) -> Result<()> {
+        if let Some(wal) = &self.shared.wal {
+            let lsn: u64 = crate::graph::decode(pos)?;
+            wal.delete_before(sluice_wal::Lsn(lsn))?;
+        }
+        Ok(())
     }
 }
 
@@ -587,6 +703,24 @@ impl StreamingContext {
             None
         };
         let limiter = Arc::new(RateLimiter::new(conf.receiver_max_rate, initial));
+        let wal = if conf.receiver_wal {
+            let location = conf
+                .checkpoint
+                .as_deref()
+                .ok_or_else(|| EngineError::Config {
+                    setting: "receiver_wal".into(),
+                    reason: "the receiver WAL lives at the checkpoint location: set one".into(),
+                })?;
+            let k = self.inner.receiver_count.fetch_add(1, Ordering::SeqCst);
+            let url = crate::durable::side_url(location, &format!("receiver-wal-{k}"));
+            Some(sluice_wal::Wal::open_url(
+                &url,
+                sluice_wal::WalOptions::default(),
+            )?)
+        } else {
+            None
+        };
+        let boundary = wal.as_ref().map_or(0, |w| w.next_lsn().0);
         let controller = if conf.backpressure {
             Some(Arc::new(RateController {
                 estimator: Mutex::new(PidRateEstimator::new(
@@ -616,6 +750,7 @@ impl StreamingContext {
             stats: Mutex::new(Stats::default()),
             received: AtomicU64::new(0),
             signal: (Mutex::new(()), Condvar::new()),
+            wal,
         });
         let alloc = Arc::new(Allocations::default());
         let input = Arc::new(ReceiverInput {
@@ -625,6 +760,10 @@ impl StreamingContext {
             records: controller.as_ref().map(|c| c.records.clone()),
             restart_delay: conf.receiver_restart_delay,
             block_interval: conf.block_interval,
+            plans: Mutex::new(BTreeMap::new()),
+            next_lsn: AtomicU64::new(0),
+            boundary,
+            requeued: AtomicBool::new(false),
         });
         let stream = self.input_stream(kind, None, alloc, input)?;
         if let Some(c) = controller {

@@ -884,7 +884,7 @@ impl WalIter {
         Ok(true)
     }
 
-    fn next_record(&mut self) -> Result<Option<(Lsn, Vec<u8>)>> {
+    fn next_record(&mut self) -> Result<Option<(RecordHandle, Vec<u8>)>> {
         loop {
             if self.current.is_some() && self.lsn < self.seg_end_lsn {
                 let id = self.current.unwrap_or(SegmentId(0));
@@ -903,10 +903,16 @@ impl WalIter {
                     .map_err(|bad| frame_error(storage, id, self.pos as u64, &bad))?;
                 let lsn = self.lsn;
                 let out = payload.to_vec();
+                let handle = RecordHandle {
+                    lsn,
+                    segment: id,
+                    offset: self.pos as u64,
+                    len: out.len() as u32,
+                };
                 self.pos += total;
                 self.lsn = Lsn(lsn.0 + 1);
                 if lsn >= self.from {
-                    return Ok(Some((lsn, out)));
+                    return Ok(Some((handle, out)));
                 }
                 continue;
             }
@@ -918,12 +924,9 @@ impl WalIter {
             }
         }
     }
-}
 
-impl Iterator for WalIter {
-    type Item = Result<(Lsn, Vec<u8>)>;
-
-    fn next(&mut self) -> Option<Self::Item> {
+    /// The next record with its handle (for random reads later), instead of its LSN.
+    pub fn next_with_handle(&mut self) -> Option<Result<(RecordHandle, Vec<u8>)>> {
         if self.failed {
             return None;
         }
@@ -935,6 +938,15 @@ impl Iterator for WalIter {
                 Some(Err(e))
             }
         }
+    }
+}
+
+impl Iterator for WalIter {
+    type Item = Result<(Lsn, Vec<u8>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_with_handle()
+            .map(|r| r.map(|(handle, payload)| (handle.lsn, payload)))
     }
 }
 
