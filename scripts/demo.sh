@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run the main sluice job (release build). Arguments go to the `sluice` binary;
-# default: `bench wal --quick`.
+# default: `demo`.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -13,6 +13,6 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sluice-target}"
 mkdir -p "$CARGO_TARGET_DIR"
 
 if [ "$#" -eq 0 ]; then
-    set -- bench wal --quick
+    set -- demo
 fi
 exec cargo run --release -p sluice --bin sluice -- "$@"
