@@ -24,6 +24,10 @@ pub struct DemoOptions {
     pub duration: Option<Duration>,
     /// Print each batch's top words.
     pub quiet: bool,
+    /// Count the words of text files moved into this directory instead of the generator.
+    pub input_dir: Option<PathBuf>,
+    /// Stop gracefully once no new input arrived for this long.
+    pub exit_when_idle: Option<Duration>,
 }
 
 impl Default for DemoOptions {
@@ -35,6 +39,8 @@ impl Default for DemoOptions {
             rate: 2000,
             duration: None,
             quiet: false,
+            input_dir: None,
+            exit_when_idle: None,
         }
     }
 }
@@ -64,9 +70,12 @@ pub fn run(opts: DemoOptions) -> Result<()> {
     let b2 = batches.clone();
     let o = opts.clone();
     let ssc = StreamingContext::get_or_create(conf, move |ssc| {
-        let lines = ssc.generator_stream("demo-lines", o.rate, demo_line)?;
+        let lines = match &o.input_dir {
+            Some(dir) => ssc.text_file_stream(dir.clone())?,
+            None => ssc.generator_stream("demo-lines", o.rate, demo_line)?,
+        };
         let words = lines
-            .flat_map(|l: &String| l.split(' ').map(str::to_owned).collect::<Vec<_>>())?
+            .flat_map(|l: &String| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())?
             .map(|w: &String| (w.clone(), 1u64))?;
         // Cumulative counts, plus which words this batch touched.
         let counts =
@@ -108,6 +117,8 @@ pub fn run(opts: DemoOptions) -> Result<()> {
         })?;
         Ok(())
     })?;
+    let idle = Arc::new(IdleWatch::default());
+    ssc.add_listener(idle.clone());
     ssc.start()?;
     let stop = crate::signals::stop_requested();
     let t0 = Instant::now();
@@ -116,7 +127,14 @@ pub fn run(opts: DemoOptions) -> Result<()> {
             return Ok(());
         }
         let timed_out = opts.duration.is_some_and(|d| t0.elapsed() >= d);
-        if timed_out || stop.load(Ordering::SeqCst) {
+        let idle_out = opts.exit_when_idle.is_some_and(|d| idle.idle_for(t0) >= d);
+        if idle_out {
+            eprintln!(
+                "sluice demo: no new input for {:?}",
+                opts.exit_when_idle.unwrap_or_default()
+            );
+        }
+        if timed_out || idle_out || stop.load(Ordering::SeqCst) {
             eprintln!(
                 "sluice demo: stopping gracefully after {} batches",
                 batches.load(Ordering::Relaxed)
@@ -152,4 +170,31 @@ fn write_batch(dir: &std::path::Path, t: BatchTime, rows: &[(String, u64)]) -> R
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io)
+}
+
+/// Tracks when a batch last carried input.
+#[derive(Debug, Default)]
+struct IdleWatch {
+    /// Milliseconds since the demo started at the last batch with records (0: none yet).
+    last_input_ms: AtomicU64,
+    start: std::sync::OnceLock<Instant>,
+}
+
+impl IdleWatch {
+    fn idle_for(&self, t0: Instant) -> Duration {
+        let _ = self.start.set(t0);
+        let last = Duration::from_millis(self.last_input_ms.load(Ordering::SeqCst));
+        t0.elapsed().saturating_sub(last)
+    }
+}
+
+impl StreamingListener for IdleWatch {
+    fn on_batch_completed(&self, info: &BatchInfo) {
+        if info.records > 0 {
+            if let Some(t0) = self.start.get() {
+                self.last_input_ms
+                    .store(t0.elapsed().as_millis() as u64, Ordering::SeqCst);
+            }
+        }
+    }
 }

@@ -311,7 +311,20 @@ impl StreamingContext {
             });
         }
         let ssc = StreamingContext::new(conf)?;
-        build(&ssc)?;
+        // On any error the context is stopped, which releases the driver log's lock (the
+        // graph's closures would otherwise keep the context, and the lock, alive).
+        match build(&ssc).and_then(|()| ssc.restore()) {
+            Ok(()) => Ok(ssc),
+            Err(e) => {
+                let _ = ssc.stop(false);
+                Err(e)
+            }
+        }
+    }
+
+    /// The restore half of `get_or_create`.
+    fn restore(&self) -> Result<()> {
+        let ssc = self;
         let durable = ssc.inner.durable().ok_or(EngineError::NotStarted)?;
         let conf = &ssc.inner.conf;
         let batch_ms = conf.batch_interval.as_millis() as u64;
@@ -342,7 +355,7 @@ impl StreamingContext {
         let (zero_ms, stored_batch) = match (&data, started) {
             (Some(d), _) => (d.zero_ms, d.batch_ms),
             (None, Some(s)) => s,
-            (None, None) => return Ok(ssc), // a first start
+            (None, None) => return Ok(()), // a first start
         };
         *durable
             .started_logged
@@ -434,6 +447,6 @@ impl StreamingContext {
             "restart plan"
         );
         *durable.plan.lock().unwrap_or_else(|e| e.into_inner()) = Some(plan);
-        Ok(ssc)
+        Ok(())
     }
 }

@@ -42,6 +42,13 @@ enum Command {
         /// Do not print each batch.
         #[arg(long)]
         quiet: bool,
+        /// Count the words of text files moved into this directory (instead of the
+        /// built-in generator); hidden and *.tmp files are ignored.
+        #[arg(long)]
+        input_dir: Option<PathBuf>,
+        /// Stop gracefully after no new input for this many seconds.
+        #[arg(long)]
+        exit_when_idle: Option<f64>,
     },
     /// Restart a driver when it dies (non-zero exit or a signal), with backoff; forward
     /// SIGTERM/SIGINT for a graceful stop; exit with the driver's status.
@@ -177,6 +184,8 @@ fn main() -> ExitCode {
             rate,
             duration,
             quiet,
+            input_dir,
+            exit_when_idle,
         } => sluice::demo::run(sluice::demo::DemoOptions {
             checkpoint,
             output,
@@ -184,6 +193,8 @@ fn main() -> ExitCode {
             rate,
             duration: duration.map(std::time::Duration::from_secs_f64),
             quiet,
+            input_dir,
+            exit_when_idle: exit_when_idle.map(std::time::Duration::from_secs_f64),
         })
         .map_err(|e| e.to_string()),
         Command::Supervise {

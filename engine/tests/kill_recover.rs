@@ -10,10 +10,11 @@ use std::time::Duration;
 const BATCH_MS: u64 = 200;
 const RATE: u64 = 500;
 
-fn demo(checkpoint: &Path, output: &Path, extra: &[&str]) -> Child {
+fn demo_at(checkpoint: &str, output: &Path, extra: &[&str], env: &[(String, String)]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(["demo", "--quiet", "--batch-ms", &BATCH_MS.to_string()])
         .args(["--rate", &RATE.to_string()])
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .arg("--checkpoint")
         .arg(checkpoint)
         .arg("--output")
@@ -66,14 +67,12 @@ fn oracle_file(zero: u64, t: u64) -> String {
         .collect()
 }
 
-#[test]
-fn sigkill_at_random_instants_loses_and_repeats_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let (ckpt, out) = (dir.path().join("ckpt"), dir.path().join("out"));
-    let mut seed = 0x5eed_u64;
-    let mut kills = 0;
-    for _ in 0..5 {
-        let mut child = demo(&ckpt, &out, &[]);
+/// Kills the demo `kills` times at seeded instants, lets a last run stop gracefully, and
+/// checks every batch file against the oracle.
+fn kill_and_check(checkpoint: &str, out: &Path, env: &[(String, String)], kills: usize, seed: u64) {
+    let mut seed = seed;
+    for _ in 0..kills {
+        let mut child = demo_at(checkpoint, out, &[], env);
         let wait = Duration::from_millis(300 + next(&mut seed) % 1200);
         std::thread::sleep(wait);
         if let Ok(Some(status)) = child.try_wait() {
@@ -89,19 +88,17 @@ fn sigkill_at_random_instants_loses_and_repeats_nothing() {
         }
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
-        kills += 1;
     }
     // A last run that stops gracefully.
-    let child = demo(&ckpt, &out, &["--duration", "1.5"]);
+    let child = demo_at(checkpoint, out, &["--duration", "1.5"], env);
     let output = child.wait_with_output().unwrap();
     assert!(
         output.status.success(),
         "final run failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert_eq!(kills, 5);
 
-    let files = batch_files(&out);
+    let files = batch_files(out);
     assert!(files.len() >= 10, "only {} batches written", files.len());
     let times: Vec<u64> = files.keys().copied().collect();
     let zero = times[0] - BATCH_MS;
@@ -119,4 +116,26 @@ fn sigkill_at_random_instants_loses_and_repeats_nothing() {
     for (t, text) in &files {
         assert_eq!(text, &oracle_file(zero, *t), "batch {t} (zero {zero})");
     }
+}
+
+#[test]
+fn sigkill_at_random_instants_loses_and_repeats_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ckpt, out) = (dir.path().join("ckpt"), dir.path().join("out"));
+    kill_and_check(ckpt.to_str().unwrap(), &out, &[], 5, 0x5eed);
+}
+
+#[test]
+fn the_same_with_the_checkpoint_location_on_s3() {
+    let server = sluice_testkit::MotoServer::start().unwrap();
+    server.create_bucket("sluice-demo").unwrap();
+    let env = sluice_testkit::s3_env(&server, "sluice-demo");
+    let dir = tempfile::tempdir().unwrap();
+    kill_and_check(
+        "s3://sluice-demo/jobs/demo",
+        &dir.path().join("out"),
+        &env,
+        3,
+        0xfeed,
+    );
 }
