@@ -210,6 +210,8 @@ impl StreamingConf {
                 "SLUICE_RECEIVER_RESTART_DELAY" => {
                     self.receiver_restart_delay = parse_duration(&v).map_err(bad)?
                 }
+                // A testing hook read by `sluice::crash`, not a setting.
+                "SLUICE_CRASH_AT" => {}
                 other if other.starts_with("SLUICE_") => {
                     return Err(bad(
                         "unknown setting (see StreamingConf's docs for the list)".into(),

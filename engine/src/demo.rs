@@ -165,6 +165,7 @@ fn write_batch(dir: &std::path::Path, t: BatchTime, rows: &[(String, u64)]) -> R
         // Rule: the file is durable before it is published.
         f.sync_all().map_err(io)?;
     }
+    crate::crash::point("mid-sink");
     // Rule: publish by rename, then fsync the directory.
     std::fs::rename(&tmp, &path).map_err(io)?;
     std::fs::File::open(dir)

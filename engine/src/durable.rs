@@ -148,10 +148,16 @@ impl Durable {
 
     /// Rule: `BatchPlanned` is durable before any job of the batch runs.
     pub(crate) fn planned(&self, t: BatchTime, inputs: Vec<InputPlan>) -> Result<()> {
-        self.log.append(&DriverEvent::BatchPlanned {
-            time_ms: t.0,
-            inputs,
-        })?;
+        // Crash mid append: the record is queued (maybe written) but not yet durable.
+        let a = self.log.inner().submit(&TypedWal::<DriverEvent>::encode(
+            &DriverEvent::BatchPlanned {
+                time_ms: t.0,
+                inputs,
+            },
+        )?)?;
+        crate::crash::point("driver-log-append");
+        self.log.inner().wait(a.lsn)?;
+        crate::crash::point("after-batch-planned");
         Ok(())
     }
 
@@ -208,6 +214,7 @@ impl Durable {
                 .map_err(ckpt_err)?;
                 // Rule: the snapshot is durable before the checkpoint that names it.
                 let manifest = snaps.write_full(id, entries?).map_err(ckpt_err)?;
+                crate::crash::point("mid-checkpoint");
                 states.push((name, manifest.reference()));
             } else if n.remembers_past(env.batch) {
                 memos.push((n.info().id, n.encode_memo(t)?));
@@ -239,6 +246,7 @@ impl Durable {
         self.store
             .retain_newest(sluice_checkpoint::DEFAULT_RETAINED)
             .map_err(ckpt_err)?;
+        crate::crash::point("mid-cleanup");
         let mut live: Vec<(String, SnapshotRef)> = Vec::new();
         let mut oldest_lsn = u64::MAX;
         let mut oldest_positions: Option<Vec<Option<Vec<u8>>>> = None;

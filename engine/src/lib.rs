@@ -32,6 +32,7 @@
 mod batch;
 mod conf;
 mod context;
+pub mod crash;
 pub mod demo;
 mod dstream;
 mod durable;

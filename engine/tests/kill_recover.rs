@@ -89,7 +89,11 @@ fn kill_and_check(checkpoint: &str, out: &Path, env: &[(String, String)], kills:
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
     }
-    // A last run that stops gracefully.
+    finish_and_check(checkpoint, out, env);
+}
+
+/// A last run that stops gracefully, then every batch file against the oracle.
+fn finish_and_check(checkpoint: &str, out: &Path, env: &[(String, String)]) {
     let child = demo_at(checkpoint, out, &["--duration", "1.5"], env);
     let output = child.wait_with_output().unwrap();
     assert!(
@@ -138,4 +142,41 @@ fn the_same_with_the_checkpoint_location_on_s3() {
         3,
         0xfeed,
     );
+}
+
+#[test]
+fn a_crash_at_each_phase_of_a_batch_loses_and_repeats_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ckpt, out) = (dir.path().join("ckpt"), dir.path().join("out"));
+    let ckpt = ckpt.to_str().unwrap().to_owned();
+    // (point, which passage of it): checkpoints come every 5 batches.
+    for (point, n) in [
+        ("driver-log-append", 4),
+        ("after-batch-planned", 3),
+        ("mid-sink", 4),
+        ("mid-checkpoint", 2),
+        ("mid-cleanup", 1),
+    ] {
+        assert!(sluice::crash::POINTS.contains(&point));
+        let env = vec![("SLUICE_CRASH_AT".to_string(), format!("{point}:{n}"))];
+        let child = demo_at(&ckpt, &out, &["--duration", "30"], &env);
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success(),
+            "{point}: the driver did not crash: {stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("crash point {point} reached")),
+            "{point}: {stderr}"
+        );
+    }
+    finish_and_check(&ckpt, &out, &[]);
+}
+
+#[test]
+fn the_same_with_the_checkpoint_location_on_rocksdb() {
+    let dir = tempfile::tempdir().unwrap();
+    let location = format!("rocksdb://{}", dir.path().join("ckpt").display());
+    kill_and_check(&location, &dir.path().join("out"), &[], 2, 0xbeef);
 }

@@ -1,0 +1,38 @@
+//! Named crash points for kill-and-recover tests: with `SLUICE_CRASH_AT=NAME:N` in the
+//! environment, the N-th time the driver passes point `NAME` it aborts on the spot (no
+//! destructor runs, nothing is flushed: as a SIGKILL would leave it). Without the
+//! variable every point is a single relaxed load.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+/// The points, in the order a batch passes them.
+pub const POINTS: [&str; 5] = [
+    "driver-log-append",
+    "after-batch-planned",
+    "mid-sink",
+    "mid-checkpoint",
+    "mid-cleanup",
+];
+
+fn armed() -> Option<&'static (String, u64)> {
+    static ARMED: OnceLock<Option<(String, u64)>> = OnceLock::new();
+    ARMED
+        .get_or_init(|| {
+            let v = std::env::var("SLUICE_CRASH_AT").ok()?;
+            let (name, n) = v.split_once(':').unwrap_or((&v, "1"));
+            Some((name.to_owned(), n.parse().unwrap_or(1)))
+        })
+        .as_ref()
+}
+
+/// Aborts the process if `SLUICE_CRASH_AT` names this point and its count is reached.
+pub fn point(name: &str) {
+    static HITS: AtomicU64 = AtomicU64::new(0);
+    if let Some((armed, n)) = armed() {
+        if armed == name && HITS.fetch_add(1, Ordering::SeqCst) + 1 == *n {
+            eprintln!("sluice: crash point {name} reached (SLUICE_CRASH_AT), aborting");
+            std::process::abort();
+        }
+    }
+}
