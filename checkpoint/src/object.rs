@@ -7,7 +7,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::TryStreamExt;
 use object_store::path::Path as ObjPath;
@@ -17,22 +16,8 @@ use crate::error::{CheckpointError, Result};
 use crate::store::{validate_name, CheckpointStore};
 
 /// How transient object-store failures are retried.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Retries after the first attempt.
-    pub max_retries: u32,
-    /// Delay before the first retry; doubled each time.
-    pub initial_backoff: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            max_retries: 4,
-            initial_backoff: Duration::from_millis(50),
-        }
-    }
-}
+pub use sluice_wal::objio::RetryPolicy;
+use sluice_wal::objio::{with_retry, IoRuntime};
 
 /// A checkpoint store under a prefix of an object store.
 #[derive(Debug)]
@@ -42,64 +27,21 @@ pub struct ObjectCheckpointStore {
     /// Shown in messages, e.g. `s3://bucket/prefix`.
     display: String,
     retry: RetryPolicy,
-    rt: Option<tokio::runtime::Runtime>,
-}
-
-impl Drop for ObjectCheckpointStore {
-    fn drop(&mut self) {
-        // Dropping a runtime inside another runtime's context panics; this does not.
-        if let Some(rt) = self.rt.take() {
-            rt.shutdown_background();
-        }
-    }
-}
-
-/// Retries transient failures (not "already exists", "not found", precondition or
-/// "not implemented", which retrying cannot fix) with exponential backoff.
-async fn with_retry<T, F, Fut>(policy: RetryPolicy, mut op: F) -> object_store::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = object_store::Result<T>>,
-{
-    let mut delay = policy.initial_backoff;
-    let mut attempt = 0;
-    loop {
-        match op().await {
-            Ok(v) => return Ok(v),
-            Err(
-                e @ (object_store::Error::AlreadyExists { .. }
-                | object_store::Error::NotFound { .. }
-                | object_store::Error::Precondition { .. }
-                | object_store::Error::NotImplemented { .. }
-                | object_store::Error::NotSupported { .. }),
-            ) => return Err(e),
-            Err(e) if attempt >= policy.max_retries => return Err(e),
-            Err(e) => {
-                tracing::warn!("object-store request failed, retrying in {delay:?}: {e}");
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-                attempt += 1;
-            }
-        }
-    }
+    rt: IoRuntime,
 }
 
 impl ObjectCheckpointStore {
     /// A store under `prefix` (no leading or trailing `/` needed) of `store`;
     /// `display` names the location in messages.
     pub fn new(store: Arc<dyn ObjectStore>, prefix: &str, display: &str) -> Result<Self> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("sluice-ckpt-io")
-            .enable_all()
-            .build()
+        let rt = IoRuntime::new("sluice-ckpt-io")
             .map_err(|e| CheckpointError::io("<tokio runtime>", e))?;
         Ok(ObjectCheckpointStore {
             store,
             prefix: ObjPath::from(prefix.trim_matches('/')),
             display: display.to_owned(),
             retry: RetryPolicy::default(),
-            rt: Some(rt),
+            rt,
         })
     }
 
@@ -115,13 +57,9 @@ impl ObjectCheckpointStore {
 
     /// Runs object-store I/O on the store's own runtime and blocks until it is done.
     fn run<T: Send + 'static>(&self, fut: impl Future<Output = T> + Send + 'static) -> Result<T> {
-        let rt = self
-            .rt
-            .as_ref()
-            .ok_or_else(|| CheckpointError::WriterClosed("object-store runtime gone".into()))?;
-        let handle = rt.spawn(fut);
-        futures::executor::block_on(handle)
-            .map_err(|e| CheckpointError::io(&self.display, std::io::Error::other(e)))
+        self.rt
+            .run(fut)
+            .map_err(|e| CheckpointError::io(&self.display, e))
     }
 
     fn err(&self, path: &ObjPath, source: object_store::Error) -> CheckpointError {

@@ -57,6 +57,7 @@ pub mod fs;
 pub mod inspect;
 mod local;
 mod object;
+pub mod objio;
 mod typed;
 mod wal;
 

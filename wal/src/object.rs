@@ -9,13 +9,13 @@
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::TryStreamExt;
 use object_store::path::Path as ObjPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
 use crate::local::segment_file_name;
+use crate::objio::{IoRuntime, RetryPolicy};
 use crate::wal::{Chunk, Storage};
 use crate::{Result, SegmentId, Wal, WalError, WalOptions};
 
@@ -23,16 +23,7 @@ use crate::{Result, SegmentId, Wal, WalError, WalOptions};
 pub(crate) struct ObjectStorage {
     store: Arc<dyn ObjectStore>,
     prefix: ObjPath,
-    rt: Option<tokio::runtime::Runtime>,
-}
-
-impl Drop for ObjectStorage {
-    fn drop(&mut self) {
-        // Dropping a runtime inside another runtime's context panics; this does not.
-        if let Some(rt) = self.rt.take() {
-            rt.shutdown_background();
-        }
-    }
+    rt: IoRuntime,
 }
 
 impl ObjectStorage {
@@ -40,13 +31,11 @@ impl ObjectStorage {
         self.prefix.clone().join(segment_file_name(seg))
     }
 
-    /// Runs object-store I/O on the log's own runtime and blocks the caller until it is
-    /// done; safe to call from any thread, inside or outside another tokio runtime.
+    /// Runs object-store I/O on the log's own runtime and blocks until it is done.
     fn run<T: Send + 'static>(&self, fut: impl Future<Output = T> + Send + 'static) -> Result<T> {
-        let rt = self.rt.as_ref().ok_or(WalError::Closed)?;
-        let handle = rt.spawn(fut);
-        futures::executor::block_on(handle)
-            .map_err(|e| WalError::InvalidOptions(format!("object-store task failed: {e}")))
+        self.rt
+            .run(fut)
+            .map_err(|e| WalError::io(self.prefix.to_string(), e))
     }
 
     fn err(&self, path: &ObjPath, source: object_store::Error) -> WalError {
@@ -57,32 +46,12 @@ impl ObjectStorage {
     }
 }
 
-/// Retries transient object-store failures (not "already exists" or "not found").
-async fn with_retry<T, F, Fut>(mut op: F) -> object_store::Result<T>
+fn with_retry<T, F, Fut>(op: F) -> impl Future<Output = object_store::Result<T>>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = object_store::Result<T>>,
 {
-    let mut delay = Duration::from_millis(50);
-    let mut attempt = 0;
-    loop {
-        match op().await {
-            Ok(v) => return Ok(v),
-            Err(
-                e @ (object_store::Error::AlreadyExists { .. }
-                | object_store::Error::NotFound { .. }
-                | object_store::Error::Precondition { .. }
-                | object_store::Error::NotImplemented { .. }),
-            ) => return Err(e),
-            Err(e) if attempt >= 4 => return Err(e),
-            Err(e) => {
-                tracing::warn!("object-store request failed, retrying in {delay:?}: {e}");
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-                attempt += 1;
-            }
-        }
-    }
+    crate::objio::with_retry(RetryPolicy::default(), op)
 }
 
 impl Storage for ObjectStorage {
@@ -222,16 +191,11 @@ impl Wal {
         prefix: &str,
         opts: WalOptions,
     ) -> Result<Wal> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("sluice-wal-io")
-            .enable_all()
-            .build()
-            .map_err(|e| WalError::io("<tokio runtime>", e))?;
+        let rt = IoRuntime::new("sluice-wal-io").map_err(|e| WalError::io("<tokio runtime>", e))?;
         let storage = ObjectStorage {
             store,
             prefix: ObjPath::from(prefix),
-            rt: Some(rt),
+            rt,
         };
         Wal::open_storage(Box::new(storage), opts)
     }
