@@ -175,14 +175,14 @@ fn write_batch(dir: &std::path::Path, t: BatchTime, rows: &[(String, u64)]) -> R
 
 /// Tracks when a batch last carried input.
 #[derive(Debug, Default)]
-struct IdleWatch {
+pub(crate) struct IdleWatch {
     /// Milliseconds since the demo started at the last batch with records (0: none yet).
     last_input_ms: AtomicU64,
     start: std::sync::OnceLock<Instant>,
 }
 
 impl IdleWatch {
-    fn idle_for(&self, t0: Instant) -> Duration {
+    pub(crate) fn idle_for(&self, t0: Instant) -> Duration {
         let _ = self.start.set(t0);
         let last = Duration::from_millis(self.last_input_ms.load(Ordering::SeqCst));
         t0.elapsed().saturating_sub(last)

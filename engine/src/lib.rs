@@ -30,6 +30,7 @@
 //! ```
 
 mod batch;
+pub mod bench_wordcount;
 mod conf;
 mod context;
 pub mod crash;

@@ -94,6 +94,30 @@ enum Command {
 
 #[derive(Subcommand, Debug)]
 enum BenchWhat {
+    /// Word count over newline-separated text from a TCP server (as Spark's
+    /// socketTextStream); one JSON line per batch on stdout
+    /// ({"batch_time_ms","done_ms","records","keys","total"}; `total` is cumulative with
+    /// --stateful), and a summary line on stderr once the source is idle.
+    Wordcount {
+        /// The text server, HOST:PORT.
+        #[arg(long)]
+        socket: String,
+        /// Batch interval in ms.
+        #[arg(long, default_value_t = 1000)]
+        batch_ms: u64,
+        /// Cumulative counts (update_state_by_key) instead of per-batch counts.
+        #[arg(long)]
+        stateful: bool,
+        /// Every received block durable in the receiver WAL before it is counted.
+        #[arg(long)]
+        wal: bool,
+        /// Checkpoint location (needed with --stateful or --wal).
+        #[arg(long)]
+        checkpoint: Option<String>,
+        /// Stop after the source has been idle this many seconds.
+        #[arg(long, default_value_t = 2.0)]
+        idle_secs: f64,
+    },
     /// Restart-to-first-completed-batch after SIGKILL with N keys of state.
     Restart {
         /// State sizes to measure, comma-separated.
@@ -220,6 +244,34 @@ fn main() -> ExitCode {
                     json,
                 },
         } => bench_restart::run(&keys, checkpoint, batch_ms, json),
+        Command::Bench {
+            what:
+                BenchWhat::Wordcount {
+                    socket,
+                    batch_ms,
+                    stateful,
+                    wal,
+                    checkpoint,
+                    idle_secs,
+                },
+        } => (|| -> Result<(), String> {
+            let (host, port) = socket
+                .rsplit_once(':')
+                .ok_or_else(|| format!("--socket {socket:?}: use HOST:PORT"))?;
+            let port = port
+                .parse()
+                .map_err(|_| format!("--socket {socket:?}: {port:?} is not a port"))?;
+            sluice::bench_wordcount::run(sluice::bench_wordcount::WordcountOptions {
+                host: host.to_owned(),
+                port,
+                batch_ms,
+                stateful,
+                wal,
+                checkpoint,
+                idle: std::time::Duration::from_secs_f64(idle_secs),
+            })
+            .map_err(|e| e.to_string())
+        })(),
         Command::BenchRestartDriver {
             keys,
             checkpoint,

@@ -369,17 +369,42 @@ impl<T: Data> Shared<T> {
     fn store_block_inner(&self, records: Vec<T>) -> Result<()> {
         let id = self.next_block.fetch_add(1, Ordering::SeqCst);
         let n = records.len() as u64;
-        let handle = match &self.wal {
+        match &self.wal {
             // Rule: the block is durable in the WAL (group commit) before it is queued
-            // and before the receiver is told it is stored.
-            Some(wal) => Some(wal.append(&crate::graph::encode(&records)?)?.handle),
-            None => None,
-        };
-        lock(&self.blocks).push_back(ReceivedBlock {
-            id,
-            records,
-            handle,
-        });
+            // and before the receiver is told it is stored. A block whose encoding is
+            // larger than a WAL record may be goes in several records (and partitions).
+            Some(wal) => {
+                let limit = (wal.options().max_record_bytes / 2).max(1);
+                let mut parts: Vec<(Vec<T>, Vec<u8>)> = Vec::new();
+                let mut pending = vec![records];
+                while let Some(chunk) = pending.pop() {
+                    let bytes = crate::graph::encode(&chunk)?;
+                    if bytes.len() <= limit || chunk.len() < 2 {
+                        parts.push((chunk, bytes));
+                    } else {
+                        let mut first = chunk;
+                        let second = first.split_off(first.len() / 2);
+                        pending.push(second);
+                        pending.push(first);
+                    }
+                }
+                let encoded: Vec<&[u8]> = parts.iter().map(|(_, b)| &b[..]).collect();
+                let appended = wal.append_batch(&encoded)?;
+                let mut q = lock(&self.blocks);
+                for ((chunk, _), a) in parts.into_iter().zip(appended) {
+                    q.push_back(ReceivedBlock {
+                        id,
+                        records: chunk,
+                        handle: Some(a.handle),
+                    });
+                }
+            }
+            None => lock(&self.blocks).push_back(ReceivedBlock {
+                id,
+                records,
+                handle: None,
+            }),
+        }
         let mut s = lock(&self.stats);
         s.records += n;
         s.blocks += 1;

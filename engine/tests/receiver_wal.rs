@@ -40,6 +40,9 @@ impl Receiver<u32> for Blocks {
 
 type Seen = Arc<Mutex<BTreeMap<u64, Vec<u32>>>>;
 
+/// One active context per process: tests that start one take turns.
+static SERIAL: Mutex<()> = Mutex::new(());
+
 fn job(
     dir: &std::path::Path,
     blocks: Blocks,
@@ -75,6 +78,7 @@ fn job(
 
 #[test]
 fn a_failed_batch_is_replayed_from_the_wal_and_nothing_is_lost_or_repeated() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let seen: Seen = Arc::default();
     let mut blocks: Vec<Vec<u32>> = (0..6).map(|b| (b * 10..b * 10 + 10).collect()).collect();
@@ -143,4 +147,34 @@ fn the_receiver_wal_needs_a_checkpoint_location() {
         err.contains("receiver_wal") && err.contains("checkpoint"),
         "{err}"
     );
+}
+
+#[test]
+fn a_block_larger_than_a_wal_record_is_stored_in_parts() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let seen: Seen = Arc::default();
+    // About 24 MiB encoded: more than the WAL's 16 MiB record limit.
+    let big: Vec<u32> = (0..6_000_000).collect();
+    let (ssc, receiver) = job(
+        dir.path(),
+        Blocks {
+            before: vec![big],
+            after: vec![],
+        },
+        seen.clone(),
+        None,
+    );
+    ssc.start().unwrap();
+    for _ in 0..500 {
+        if receiver.status().finished {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(receiver.status().records_stored, 6_000_000);
+    assert_eq!(receiver.status().errors, 0);
+    ssc.stop(true).unwrap();
+    let n: usize = seen.lock().unwrap().values().map(Vec::len).sum();
+    assert_eq!(n, 6_000_000);
 }
