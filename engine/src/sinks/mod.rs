@@ -295,6 +295,43 @@ pub(crate) fn check_sink_id(kind: &'static str, id: &str) -> crate::Result<()> {
 }
 
 /// The batch id as the SQL marker column stores it (`BIGINT`).
+/// The settings both SQL sinks check the same way before connecting: the sink id, the
+/// marker table name, a non-zero marker retention, and (when the sink is used through
+/// `save_fn`) a statement.
+pub(crate) fn check_sql_settings(
+    name: &SinkName,
+    marker_table: &str,
+    marker_retention: Option<std::time::Duration>,
+    statement: Option<&str>,
+    need_statement: bool,
+    save_fn: &str,
+) -> crate::Result<()> {
+    check_sink_id(name.kind, &name.id)?;
+    check_identifier(marker_table).map_err(|r| name.config("marker_table", r))?;
+    if marker_retention.is_some_and(|d| d.as_millis() == 0) {
+        return Err(name.config(
+            "marker_retention",
+            "must be at least 1 ms (or unset: keep all)",
+        ));
+    }
+    if need_statement && statement.is_none() {
+        return Err(name.config(
+            "statement",
+            format!(
+                "{save_fn} needs .statement(\"INSERT …\") to turn rows into SQL \
+                 (or use {save_fn}_with)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Markers of batches whose id is below this go, with a marker retention of `keep`.
+pub(crate) fn retention_cutoff(keep: Option<std::time::Duration>, t: BatchTime) -> Option<i64> {
+    let keep = keep?.as_millis();
+    i64::try_from(u128::from(t.0).checked_sub(keep)?).ok()
+}
+
 pub(crate) fn batch_id_i64(name: &SinkName, t: BatchTime) -> crate::Result<i64> {
     i64::try_from(t.0).map_err(|_| {
         EngineError::User(format!(

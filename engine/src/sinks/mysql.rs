@@ -9,8 +9,8 @@ use ::mysql::prelude::Queryable;
 use ::mysql::{Conn, Opts, OptsBuilder, Params, Transaction, TxOpts, Value};
 
 use super::{
-    batch_id_i64, check_identifier, check_sink_id, error_chain, redact, BatchOutcome, BoxError,
-    SinkName, SqlValue, DEFAULT_MARKER_TABLE,
+    batch_id_i64, check_sql_settings, error_chain, redact, retention_cutoff, BatchOutcome,
+    BoxError, SinkName, SqlValue, DEFAULT_MARKER_TABLE,
 };
 use crate::{BatchContext, BatchTime, DStream, Data, Result};
 
@@ -131,21 +131,14 @@ impl MySqlSink {
     }
 
     fn validate(&self, need_statement: bool) -> Result<Opts> {
-        check_sink_id("mysql", &self.name.id)?;
-        check_identifier(&self.marker_table).map_err(|r| self.name.config("marker_table", r))?;
-        if self.marker_retention.is_some_and(|d| d.as_millis() == 0) {
-            return Err(self.name.config(
-                "marker_retention",
-                "must be at least 1 ms (or unset: keep all)",
-            ));
-        }
-        if need_statement && self.statement.is_none() {
-            return Err(self.name.config(
-                "statement",
-                "save_to_mysql needs .statement(\"INSERT …\") to turn rows into SQL \
-                 (or use save_to_mysql_with)",
-            ));
-        }
+        check_sql_settings(
+            &self.name,
+            &self.marker_table,
+            self.marker_retention,
+            self.statement.as_deref(),
+            need_statement,
+            "save_to_mysql",
+        )?;
         let opts = Opts::from_url(&self.url).map_err(|e| {
             self.name.config(
                 "url",
@@ -166,8 +159,7 @@ impl MySqlSink {
 
     /// Markers of batches before this id go, with [`MySqlSink::marker_retention`].
     fn retention_cutoff(&self, t: BatchTime) -> Option<i64> {
-        let keep = self.marker_retention?.as_millis();
-        i64::try_from(u128::from(t.0).checked_sub(keep)?).ok()
+        retention_cutoff(self.marker_retention, t)
     }
 
     /// Connects and creates the marker table if missing.
