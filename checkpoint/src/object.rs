@@ -10,14 +10,14 @@ use std::sync::Arc;
 
 use futures::TryStreamExt;
 use object_store::path::Path as ObjPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use crate::error::{CheckpointError, Result};
 use crate::store::{validate_name, CheckpointStore};
 
 /// How transient object-store failures are retried.
 pub use sluice_wal::objio::RetryPolicy;
-use sluice_wal::objio::{with_retry, IoRuntime};
+use sluice_wal::objio::{put_new, with_retry, IoRuntime};
 
 /// A checkpoint store under a prefix of an object store.
 #[derive(Debug)]
@@ -93,20 +93,9 @@ impl CheckpointStore for ObjectCheckpointStore {
         let path = self.path(name);
         let store = self.store.clone();
         let payload = PutPayload::from(bytes::Bytes::copy_from_slice(data));
-        let p = path.clone();
-        let policy = self.retry;
         // Rule: an object is published whole by one conditional put; it is durable when
         // the put returns, and it never overwrites an existing object (no rename).
-        let res = self.run(async move {
-            with_retry(policy, || {
-                let opts = PutOptions {
-                    mode: PutMode::Create,
-                    ..Default::default()
-                };
-                store.put_opts(&p, payload.clone(), opts)
-            })
-            .await
-        })?;
+        let res = self.run(put_new(store, path.clone(), payload, self.retry))?;
         match res {
             Ok(_) => Ok(true),
             Err(object_store::Error::AlreadyExists { .. })

@@ -33,7 +33,7 @@ pub struct StateRow {
 }
 
 /// The driver log.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Default, Serialize)]
 pub struct LogReport {
     pub location: String,
     pub segments: Vec<sluice_wal::inspect::SegmentScan>,
@@ -145,12 +145,8 @@ fn inspect_log(location: &str, damaged: &mut bool) -> Option<LogReport> {
     if url.contains("://") && !url.starts_with("file://") {
         return Some(LogReport {
             location: url.clone(),
-            segments: vec![],
-            records: 0,
-            planned: 0,
-            completed: 0,
-            pending_batches: vec![],
             problem: Some("driver logs on object stores are not inspected yet".into()),
+            ..LogReport::default()
         });
     }
     let dir = std::path::Path::new(path);
@@ -159,12 +155,7 @@ fn inspect_log(location: &str, damaged: &mut bool) -> Option<LogReport> {
     }
     let mut rep = LogReport {
         location: url.clone(),
-        segments: vec![],
-        records: 0,
-        planned: 0,
-        completed: 0,
-        pending_batches: vec![],
-        problem: None,
+        ..LogReport::default()
     };
     match sluice_wal::inspect::scan_dir(dir) {
         Err(e) => {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use futures::TryStreamExt;
 use object_store::path::Path as ObjPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use crate::local::segment_file_name;
 use crate::objio::{IoRuntime, RetryPolicy};
@@ -110,21 +110,15 @@ impl Storage for ObjectStorage {
                     "object {path} would need an append; objects are written whole"
                 )));
             }
-            let store = self.store.clone();
-            let p = path.clone();
             let payload = PutPayload::from(chunk.bytes);
             // Rule: an object is published whole by one conditional put; it is durable
             // when the put returns, and never overwrites another writer's object.
-            let res = self.run(async move {
-                with_retry(|| {
-                    let opts = PutOptions {
-                        mode: PutMode::Create,
-                        ..Default::default()
-                    };
-                    store.put_opts(&p, payload.clone(), opts)
-                })
-                .await
-            })?;
+            let res = self.run(crate::objio::put_new(
+                self.store.clone(),
+                path.clone(),
+                payload,
+                RetryPolicy::default(),
+            ))?;
             match res {
                 Ok(_) => {}
                 Err(e @ object_store::Error::AlreadyExists { .. }) => {

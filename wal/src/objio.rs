@@ -4,7 +4,11 @@
 
 use std::future::Future;
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
+
+use object_store::path::Path as ObjPath;
+use object_store::{ObjectStore, PutMode, PutOptions, PutPayload, PutResult};
 
 /// How transient object-store failures are retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +57,25 @@ where
             }
         }
     }
+}
+
+/// Publishes a new object whole with one conditional put (`PutMode::Create`), retrying
+/// transient failures: it is durable when this returns `Ok`, and it never overwrites an
+/// existing object (`AlreadyExists` or `Precondition` if one is there).
+pub async fn put_new(
+    store: Arc<dyn ObjectStore>,
+    path: ObjPath,
+    payload: PutPayload,
+    policy: RetryPolicy,
+) -> object_store::Result<PutResult> {
+    with_retry(policy, || {
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        store.put_opts(&path, payload.clone(), opts)
+    })
+    .await
 }
 
 /// A runtime owned by a store, for its object-store requests.
