@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use sluice_wal::fs::{FileSystem, StdFs};
+use sluice_wal::fs::FileSystem;
 
 use crate::error::{CheckpointError, Result};
 use crate::store::{validate_name, CheckpointStore};
@@ -32,7 +32,7 @@ pub struct LocalStore {
 impl LocalStore {
     /// Opens (creating if needed) a store in `dir` on the real file system.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
-        Self::open_with(Arc::new(StdFs), dir)
+        Self::open_with(sluice_wal::fs::default_fs(), dir)
     }
 
     /// Opens (creating if needed) a store in `dir` on `fs`. Temporary files left by a

@@ -169,6 +169,194 @@ pub enum Fault {
     DiskFull { bytes: u64 },
 }
 
+/// Armed [`Fault`]s and their countdowns: the one piece of fault logic [`SimFs`] and
+/// [`FaultyFs`] share.
+#[derive(Debug, Default)]
+struct Faults {
+    armed: Vec<Fault>,
+    free_bytes: Option<u64>,
+}
+
+impl Faults {
+    fn arm(&mut self, fault: Fault) {
+        if let Fault::DiskFull { bytes } = fault {
+            self.free_bytes = Some(bytes);
+        } else {
+            self.armed.push(fault);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.armed.clear();
+        self.free_bytes = None;
+    }
+
+    /// A write of `len` bytes at `offset` into a file of `current` bytes: how many bytes
+    /// of it reach the file, and the error to report after writing them.
+    fn write(&mut self, len: usize, offset: u64, current: u64) -> (usize, Option<io::Error>) {
+        let mut len = len;
+        let mut err = None;
+        let mut torn = None;
+        self.armed.retain_mut(|f| match f {
+            Fault::TornWrite { nth, keep } if *nth <= 1 => {
+                torn = Some(*keep);
+                false
+            }
+            Fault::TornWrite { nth, .. } => {
+                *nth -= 1;
+                true
+            }
+            _ => true,
+        });
+        if let Some(keep) = torn {
+            len = keep.min(len);
+            err = Some(eio("torn write"));
+        }
+        if let Some(free) = self.free_bytes {
+            let growth = (offset + len as u64).saturating_sub(current);
+            if growth > free {
+                len = len.saturating_sub((growth - free) as usize);
+                err = Some(io::Error::from_raw_os_error(libc::ENOSPC));
+            }
+            let growth = (offset + len as u64).saturating_sub(current);
+            self.free_bytes = Some(free.saturating_sub(growth));
+        }
+        (len, err)
+    }
+
+    /// An fsync: the error to report, if one is due.
+    fn sync(&mut self) -> Option<io::Error> {
+        let mut failed = false;
+        self.armed.retain_mut(|f| match f {
+            Fault::FailSync { nth } if *nth <= 1 => {
+                failed = true;
+                false
+            }
+            Fault::FailSync { nth } => {
+                *nth -= 1;
+                true
+            }
+            _ => true,
+        });
+        failed.then(|| eio("fsync failed"))
+    }
+}
+
+/// A [`FileSystem`] that passes everything to another one (the real disk, usually) and
+/// injects [`Fault`]s on the way: a failed fsync, a torn write, a full disk. Unlike
+/// [`SimFs`] the bytes land on the inner file system, so a process running on it can
+/// be killed and its files inspected and recovered by a later process, as after a real
+/// fault. `sluice-chaos` runs drivers on it (see [`install_default_fs`]).
+#[derive(Debug, Clone)]
+pub struct FaultyFs {
+    inner: Arc<dyn FileSystem>,
+    faults: Arc<Mutex<Faults>>,
+}
+
+impl FaultyFs {
+    /// Wraps `inner` with no faults armed.
+    pub fn new(inner: Arc<dyn FileSystem>) -> Self {
+        FaultyFs {
+            inner,
+            faults: Arc::default(),
+        }
+    }
+
+    /// Arms a fault (counted over every file of this file system).
+    pub fn inject(&self, fault: Fault) {
+        lock(&self.faults).arm(fault);
+    }
+
+    /// Removes every armed fault and the disk-full limit.
+    pub fn clear_faults(&self) {
+        lock(&self.faults).clear();
+    }
+}
+
+#[derive(Debug)]
+struct FaultyFile {
+    inner: Arc<dyn WalFile>,
+    faults: Arc<Mutex<Faults>>,
+}
+
+impl WalFile for FaultyFile {
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        let current = self.inner.len()?;
+        let (len, err) = lock(&self.faults).write(buf.len(), offset, current);
+        if len > 0 {
+            self.inner.write_all_at(&buf[..len], offset)?;
+        }
+        err.map_or(Ok(()), Err)
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.inner.read_at(buf, offset)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        if let Some(e) = lock(&self.faults).sync() {
+            return Err(e);
+        }
+        self.inner.sync_data()
+    }
+    fn len(&self) -> io::Result<u64> {
+        self.inner.len()
+    }
+    fn truncate(&self, len: u64) -> io::Result<()> {
+        self.inner.truncate(len)
+    }
+}
+
+impl FaultyFs {
+    fn wrap(&self, f: Arc<dyn WalFile>) -> Arc<dyn WalFile> {
+        Arc::new(FaultyFile {
+            inner: f,
+            faults: self.faults.clone(),
+        })
+    }
+}
+
+impl FileSystem for FaultyFs {
+    fn create_new(&self, path: &Path) -> io::Result<Arc<dyn WalFile>> {
+        self.inner.create_new(path).map(|f| self.wrap(f))
+    }
+    fn open(&self, path: &Path) -> io::Result<Arc<dyn WalFile>> {
+        self.inner.open(path).map(|f| self.wrap(f))
+    }
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        self.inner.remove(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.inner.rename(from, to)
+    }
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        self.inner.list(dir)
+    }
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        self.inner.create_dir_all(dir)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.inner.sync_dir(dir)
+    }
+    fn lock_dir(&self, dir: &Path) -> io::Result<Option<DirLock>> {
+        self.inner.lock_dir(dir)
+    }
+}
+
+static DEFAULT_FS: std::sync::OnceLock<Arc<dyn FileSystem>> = std::sync::OnceLock::new();
+
+/// Makes `fs` the file system of every local WAL and local checkpoint store this process
+/// opens without naming one ([`crate::Wal::open`], `LocalStore::open`): the seam through
+/// which a chaos run injects disk faults into a whole driver. Once per process, before
+/// anything is opened; a second call is refused (returns `false`).
+pub fn install_default_fs(fs: Arc<dyn FileSystem>) -> bool {
+    DEFAULT_FS.set(fs).is_ok()
+}
+
+/// The process's default file system: [`StdFs`] unless [`install_default_fs`] chose
+/// another.
+pub fn default_fs() -> Arc<dyn FileSystem> {
+    DEFAULT_FS.get().cloned().unwrap_or_else(|| Arc::new(StdFs))
+}
+
 #[derive(Debug, Default, Clone)]
 struct SimFile {
     /// What a reader sees now.
@@ -183,10 +371,7 @@ struct SimState {
     /// Directory entries that survive a crash (made durable by `sync_dir`).
     durable_entries: BTreeMap<PathBuf, Arc<Mutex<SimFile>>>,
     dirs: BTreeSet<PathBuf>,
-    syncs: u64,
-    writes: u64,
-    faults: Vec<Fault>,
-    free_bytes: Option<u64>,
+    faults: Faults,
 }
 
 /// An in-memory file system that simulates crashes and injects faults.
@@ -220,19 +405,12 @@ impl SimFs {
 
     /// Arms a fault.
     pub fn inject(&self, fault: Fault) {
-        let mut st = lock(&self.state);
-        if let Fault::DiskFull { bytes } = fault {
-            st.free_bytes = Some(bytes);
-        } else {
-            st.faults.push(fault);
-        }
+        lock(&self.state).faults.arm(fault);
     }
 
     /// Removes every armed fault and the disk-full limit.
     pub fn clear_faults(&self) {
-        let mut st = lock(&self.state);
-        st.faults.clear();
-        st.free_bytes = None;
+        lock(&self.state).faults.clear();
     }
 
     /// Simulates power loss: unsynced bytes and unsynced directory entries vanish.
@@ -267,7 +445,6 @@ impl SimFs {
         st.durable_entries = files.clone();
         st.files = files;
         st.faults.clear();
-        st.free_bytes = None;
     }
 
     /// The current content of a file (for tests that damage files on purpose).
@@ -293,41 +470,11 @@ fn eio(what: &str) -> io::Error {
 
 impl WalFile for SimHandle {
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        let mut len = buf.len();
-        let mut err = None;
-        {
-            let mut st = lock(&self.fs.state);
-            st.writes += 1;
-            let mut torn = None;
-            st.faults.retain_mut(|f| match f {
-                Fault::TornWrite { nth, keep } if *nth <= 1 => {
-                    torn = Some(*keep);
-                    false
-                }
-                Fault::TornWrite { nth, .. } => {
-                    *nth -= 1;
-                    true
-                }
-                _ => true,
-            });
-            if let Some(keep) = torn {
-                len = keep.min(len);
-                err = Some(eio("torn write"));
-            }
-        }
-        {
-            let mut st = lock(&self.fs.state);
-            let file = lock(&self.file);
-            let growth = (offset as usize + len).saturating_sub(file.data.len()) as u64;
-            if let Some(free) = st.free_bytes {
-                if growth > free {
-                    len = len.saturating_sub((growth - free) as usize);
-                    err = Some(io::Error::from_raw_os_error(libc::ENOSPC));
-                }
-                let growth = (offset as usize + len).saturating_sub(file.data.len()) as u64;
-                st.free_bytes = Some(free.saturating_sub(growth));
-            }
-        }
+        // State before file, never both: `crash_keeping` takes them in that order.
+        let current = lock(&self.file).data.len() as u64;
+        let (len, err) = lock(&self.fs.state)
+            .faults
+            .write(buf.len(), offset, current);
         let mut file = lock(&self.file);
         let end = offset as usize + len;
         if file.data.len() < end {
@@ -349,24 +496,8 @@ impl WalFile for SimHandle {
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        {
-            let mut st = lock(&self.fs.state);
-            st.syncs += 1;
-            let mut failed = false;
-            st.faults.retain_mut(|f| match f {
-                Fault::FailSync { nth } if *nth <= 1 => {
-                    failed = true;
-                    false
-                }
-                Fault::FailSync { nth } => {
-                    *nth -= 1;
-                    true
-                }
-                _ => true,
-            });
-            if failed {
-                return Err(eio("fsync failed"));
-            }
+        if let Some(e) = lock(&self.fs.state).faults.sync() {
+            return Err(e);
         }
         let mut file = lock(&self.file);
         file.durable = file.data.clone();

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::fs::{DirLock, FileSystem, StdFs, WalFile};
+use crate::fs::{DirLock, FileSystem, WalFile};
 use crate::wal::{Chunk, Storage};
 use crate::{Result, SegmentId, Wal, WalError, WalOptions};
 
@@ -211,7 +211,7 @@ impl Storage for LocalStorage {
 impl Wal {
     /// Opens (or creates) a WAL in a local directory, recovering what is there.
     pub fn open(dir: impl AsRef<Path>, opts: WalOptions) -> Result<Wal> {
-        Self::open_with_fs(Arc::new(StdFs), dir, opts)
+        Self::open_with_fs(crate::fs::default_fs(), dir, opts)
     }
 
     /// Opens a WAL in a directory of the given file system (a [`crate::fs::SimFs`] in

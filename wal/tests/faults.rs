@@ -128,3 +128,44 @@ fn a_segment_created_but_its_directory_not_synced_vanishes_with_no_acknowledged_
     let wal = open(&fs);
     assert_eq!(all(&wal), vec![b"a".to_vec()]);
 }
+
+/// `FaultyFs` puts the faults on a real disk: what a faulty process left behind is
+/// recovered by a later process on the plain file system.
+#[test]
+fn faults_on_a_real_disk_leave_files_a_later_open_recovers() {
+    use sluice_wal::fs::{FaultyFs, StdFs};
+    let dir = tempfile::tempdir().unwrap();
+    for (i, fault) in [
+        Fault::TornWrite { nth: 1, keep: 7 },
+        Fault::FailSync { nth: 1 },
+        Fault::DiskFull { bytes: 10 },
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let path = dir.path().join(format!("wal-{i}"));
+        let fs = FaultyFs::new(Arc::new(StdFs));
+        let wal = Wal::open_with_fs(Arc::new(fs.clone()), &path, WalOptions::default()).unwrap();
+        for n in 0..10u32 {
+            wal.append(&n.to_le_bytes()).unwrap();
+        }
+        fs.inject(fault.clone());
+        assert!(wal.append(b"faulty").is_err(), "{fault:?} was not reported");
+        assert!(
+            wal.append(b"after").is_err(),
+            "{fault:?}: the log must stay poisoned"
+        );
+        drop(wal);
+        let wal = Wal::open(&path, WalOptions::default()).unwrap();
+        let got = all(&wal);
+        assert!(got.len() >= 10, "{fault:?}: acknowledged records lost");
+        for (n, r) in got.iter().take(10).enumerate() {
+            assert_eq!(r, &(n as u32).to_le_bytes(), "{fault:?}");
+        }
+        // The failed record may survive (its bytes were written); nothing else can.
+        assert!(
+            got.len() == 10 || got[10] == b"faulty",
+            "{fault:?}: {got:?}"
+        );
+    }
+}
