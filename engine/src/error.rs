@@ -59,6 +59,10 @@ pub enum EngineError {
     /// A restart needs to replay an input that cannot replay.
     #[error("input {input} cannot replay a logged batch (enable the receiver WAL or use a replayable source)")]
     NotReplayable { input: String },
+    /// A receiver can no longer store what it receives (its write-ahead log failed):
+    /// the job stops so that a restart recovers the log.
+    #[error("{0}; stopping the job so a restart recovers it")]
+    ReceiverFailed(String),
     /// A user function or sink returned an error.
     #[error("{0}")]
     User(String),

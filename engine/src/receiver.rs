@@ -132,9 +132,37 @@ impl<T: Data> ReceiverContext<T> {
         }
         let n = block.len() as u64;
         self.shared.acquire(n);
-        self.shared.store_block_inner(block)?;
+        self.shared.store_positioned(block, None)?;
         self.shared.received.fetch_add(n, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Stores `block` like [`ReceiverContext::store_block`], together with `position`:
+    /// the source position just after the block (an offset, a cursor, a sequence number:
+    /// any bytes the receiver can resume from). With the receiver write-ahead log on, the
+    /// position is written in the same WAL record as the block, so the two are durable
+    /// together and [`ReceiverContext::stored_position`] returns it after any crash.
+    ///
+    /// This is what makes a reliable receiver exactly-once rather than at-least-once: on
+    /// (re)start it resumes its source from `stored_position()` instead of from the
+    /// source's last acknowledgement, so a block made durable but not yet acknowledged
+    /// when the process died is not received twice. Use it for every block of a receiver.
+    pub fn store_block_at(&self, block: Vec<T>, position: impl Into<Vec<u8>>) -> Result<()> {
+        let position = position.into();
+        let n = block.len() as u64;
+        self.shared.acquire(n);
+        self.shared.store_positioned(block, Some(position))?;
+        self.shared.received.fetch_add(n, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The position stored with the newest block [`ReceiverContext::store_block_at`]
+    /// stored, by this process or (with the receiver write-ahead log on) by an earlier
+    /// life of the job: read back from the WAL, or from the checkpoint once the WAL
+    /// records were cleaned up. `None` if no positioned block was ever stored (start the
+    /// source from its beginning or its own committed offset).
+    pub fn stored_position(&self) -> Option<Vec<u8>> {
+        lock(&self.shared.position).clone()
     }
 
     /// The receiver's current rate limit in records/s (`receiver_max_rate` and
@@ -284,6 +312,14 @@ struct Shared<T> {
     signal: (Mutex<()>, Condvar),
     /// The receiver write-ahead log (with `receiver_wal` on).
     wal: Option<sluice_wal::Wal>,
+    /// The source position stored with the newest positioned block (see
+    /// [`ReceiverContext::store_block_at`]).
+    position: Mutex<Option<Vec<u8>>>,
+    /// Whether the WAL held a positioned block when it was opened (then the checkpoint's
+    /// position, which is older, does not replace it).
+    position_from_wal: bool,
+    /// Set when the WAL failed: the job cannot go on in this process.
+    fatal: Mutex<Option<String>>,
 }
 
 impl<T: Data> Shared<T> {
@@ -351,7 +387,7 @@ impl<T: Data> Shared<T> {
             return;
         }
         let n = records.len();
-        if let Err(e) = self.store_block_inner(records) {
+        if let Err(e) = self.store_block_inner(records, None) {
             // Buffered records were never acknowledged to anyone: they are lost.
             tracing::error!(receiver = %self.name, records = n, error = %e,
                 "could not store a buffered block; its records are lost");
@@ -366,7 +402,7 @@ impl<T: Data> Shared<T> {
     /// this returns, so `store_block` returning `Ok` means durable and a reliable
     /// receiver acknowledges its source only for durable data (DESIGN.md, durability
     /// protocol step 1). Nothing else may push to `blocks`.
-    fn store_block_inner(&self, records: Vec<T>) -> Result<()> {
+    fn store_block_inner(&self, records: Vec<T>, position: Option<&[u8]>) -> Result<()> {
         let id = self.next_block.fetch_add(1, Ordering::SeqCst);
         let n = records.len() as u64;
         match &self.wal {
@@ -378,7 +414,7 @@ impl<T: Data> Shared<T> {
                 let mut parts: Vec<(Vec<T>, Vec<u8>)> = Vec::new();
                 let mut pending = vec![records];
                 while let Some(chunk) = pending.pop() {
-                    let bytes = crate::graph::encode(&chunk)?;
+                    let bytes = encode_block(&chunk, None)?;
                     if bytes.len() <= limit || chunk.len() < 2 {
                         parts.push((chunk, bytes));
                     } else {
@@ -388,8 +424,24 @@ impl<T: Data> Shared<T> {
                         pending.push(first);
                     }
                 }
+                // The position goes with the last part: it is durable only once the
+                // whole block is.
+                if let (Some(pos), Some(last)) = (position, parts.last_mut()) {
+                    last.1 = encode_block(&last.0, Some(pos))?;
+                }
                 let encoded: Vec<&[u8]> = parts.iter().map(|(_, b)| &b[..]).collect();
-                let appended = wal.append_batch(&encoded)?;
+                let appended = match wal.append_batch(&encoded) {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // A failed write or fsync poisons the WAL: nothing more can be
+                        // stored in this process. The next batch fails the job, so it
+                        // restarts and recovers the log (a supervisor restarts it).
+                        let msg =
+                            format!("the write-ahead log of receiver {} failed: {e}", self.name);
+                        lock(&self.fatal).get_or_insert(msg);
+                        return Err(e.into());
+                    }
+                };
                 let mut q = lock(&self.blocks);
                 for ((chunk, _), a) in parts.into_iter().zip(appended) {
                     q.push_back(ReceivedBlock {
@@ -408,6 +460,21 @@ impl<T: Data> Shared<T> {
         let mut s = lock(&self.stats);
         s.records += n;
         s.blocks += 1;
+        Ok(())
+    }
+
+    /// Stores a block from `store_block`/`store_block_at`; an empty block still moves the
+    /// position on (a source may advance without records, e.g. past filtered data).
+    fn store_positioned(&self, records: Vec<T>, position: Option<Vec<u8>>) -> Result<()> {
+        if records.is_empty() && position.is_none() {
+            return Ok(());
+        }
+        // Under the cut lock, so positions are stored in the order of their blocks.
+        let _g = position.is_some().then(|| lock(&self.cut));
+        self.store_block_inner(records, position.as_deref())?;
+        if position.is_some() {
+            *lock(&self.position) = position;
+        }
         Ok(())
     }
 
@@ -564,7 +631,7 @@ impl<T: Data> ReceiverInput<T> {
             }
             old.push(ReceivedBlock {
                 id: u64::MAX,
-                records: crate::graph::decode(&bytes)?,
+                records: decode_block(&bytes)?,
                 handle: Some(handle),
             });
         }
@@ -612,6 +679,9 @@ impl<T: Data> Input for ReceiverInput<T> {
     }
 
     fn allocate(&self, t: BatchTime, _env: &Env) -> Result<u64> {
+        if let Some(msg) = lock(&self.shared.fatal).clone() {
+            return Err(EngineError::ReceiverFailed(msg));
+        }
         self.requeue_unallocated()?;
         let blocks: Vec<ReceivedBlock<T>> = lock(&self.shared.blocks).drain(..).collect();
         if self.shared.wal.is_some() {
@@ -671,7 +741,7 @@ impl<T: Data> Input for ReceiverInput<T> {
         let handles: Vec<sluice_wal::RecordHandle> = crate::graph::decode(plan)?;
         let mut parts = Vec::with_capacity(handles.len());
         for h in &handles {
-            parts.push(crate::graph::decode::<Vec<T>>(&wal.read(*h)?)?);
+            parts.push(decode_block::<T>(&wal.read(*h)?)?);
             self.next_lsn.fetch_max(h.lsn.0 + 1, Ordering::SeqCst);
         }
         let batch = Batch::from_partitions(parts);
@@ -683,22 +753,59 @@ impl<T: Data> Input for ReceiverInput<T> {
 
     fn position(&self) -> Option<Vec<u8>> {
         self.shared.wal.as_ref()?;
-        crate::graph::encode(&self.next_lsn.load(Ordering::SeqCst)).ok()
+        let source = lock(&self.shared.position).clone();
+        crate::graph::encode(&(self.next_lsn.load(Ordering::SeqCst), source)).ok()
     }
 
     fn restore_position(&self, pos: &[u8]) -> Result<()> {
-        self.next_lsn
-            .store(crate::graph::decode(pos)?, Ordering::SeqCst);
+        let (lsn, source) = decode_input_position(pos)?;
+        self.next_lsn.store(lsn, Ordering::SeqCst);
+        // A positioned block still in the WAL is newer than anything the checkpoint saw.
+        if !self.shared.position_from_wal {
+            *lock(&self.shared.position) = source;
+        }
         Ok(())
     }
 
     fn release_before(&self, pos: &[u8]) -> Result<()> {
         if let Some(wal) = &self.shared.wal {
-            let lsn: u64 = crate::graph::decode(pos)?;
+            let (lsn, _) = decode_input_position(pos)?;
             wal.delete_before(sluice_wal::Lsn(lsn))?;
         }
         Ok(())
     }
+}
+
+/// A block as the receiver WAL holds it: the source position stored with it (if any),
+/// then its records. The position comes first, so a scan reads it without decoding the
+/// records.
+fn encode_block<T: Data>(records: &[T], position: Option<&[u8]>) -> Result<Vec<u8>> {
+    crate::graph::encode(&(position, records))
+}
+
+fn decode_block<T: Data>(bytes: &[u8]) -> Result<Vec<T>> {
+    crate::graph::decode::<(Option<Vec<u8>>, Vec<T>)>(bytes).map(|(_, r)| r)
+}
+
+/// The receiver input's checkpointed position: the first WAL LSN no batch took, and the
+/// source position of the newest positioned block. (Checkpoints written before source
+/// positions existed hold the LSN alone.)
+fn decode_input_position(pos: &[u8]) -> Result<(u64, Option<Vec<u8>>)> {
+    crate::graph::decode::<(u64, Option<Vec<u8>>)>(pos)
+        .or_else(|_| crate::graph::decode::<u64>(pos).map(|lsn| (lsn, None)))
+}
+
+/// The source position of the newest positioned block the WAL holds.
+fn newest_position(wal: &sluice_wal::Wal) -> Result<Option<Vec<u8>>> {
+    let mut newest = None;
+    let mut it = wal.iter_from(wal.first_lsn())?;
+    while let Some(r) = it.next_with_handle() {
+        let (_, bytes) = r?;
+        if let Some(p) = crate::graph::decode::<Option<Vec<u8>>>(&bytes)? {
+            newest = Some(p);
+        }
+    }
+    Ok(newest)
 }
 
 impl StreamingContext {
@@ -746,6 +853,10 @@ impl StreamingContext {
             None
         };
         let boundary = wal.as_ref().map_or(0, |w| w.next_lsn().0);
+        let wal_position = match &wal {
+            Some(w) => newest_position(w)?,
+            None => None,
+        };
         let controller = if conf.backpressure {
             Some(Arc::new(RateController {
                 estimator: Mutex::new(PidRateEstimator::new(
@@ -776,6 +887,9 @@ impl StreamingContext {
             received: AtomicU64::new(0),
             signal: (Mutex::new(()), Condvar::new()),
             wal,
+            position_from_wal: wal_position.is_some(),
+            fatal: Mutex::new(None),
+            position: Mutex::new(wal_position),
         });
         let alloc = Arc::new(Allocations::default());
         let input = Arc::new(ReceiverInput {

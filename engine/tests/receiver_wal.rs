@@ -178,3 +178,104 @@ fn a_block_larger_than_a_wal_record_is_stored_in_parts() {
     let n: usize = seen.lock().unwrap().values().map(Vec::len).sum();
     assert_eq!(n, 6_000_000);
 }
+
+/// A source with acknowledgements (as a message broker has): records `0..len`, and the
+/// offset of the last acknowledged one.
+#[derive(Clone, Default)]
+struct Broker {
+    len: Arc<std::sync::atomic::AtomicU32>,
+    acked: Arc<std::sync::atomic::AtomicU32>,
+}
+
+/// Reads the broker in blocks of 10, stored with their end offset, and acknowledges
+/// each block after it is stored — except, with `die_before_ack`, the last one (the
+/// process "dies" between the WAL write and the acknowledgement).
+struct Positioned {
+    broker: Broker,
+    die_before_ack: bool,
+}
+
+impl Receiver<u32> for Positioned {
+    fn run(&mut self, ctx: &ReceiverContext<u32>) -> sluice::Result<()> {
+        let mut from = match ctx.stored_position() {
+            Some(p) => u32::from_le_bytes(p.try_into().expect("a 4-byte position")),
+            None => self.broker.acked.load(Ordering::SeqCst),
+        };
+        let len = self.broker.len.load(Ordering::SeqCst);
+        while from < len {
+            let to = (from + 10).min(len);
+            ctx.store_block_at((from..to).collect(), to.to_le_bytes())?;
+            if self.die_before_ack && to == len {
+                return Ok(());
+            }
+            self.broker.acked.store(to, Ordering::SeqCst);
+            from = to;
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_reliable_receiver_resumes_from_the_position_stored_with_its_blocks() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let seen: Seen = Arc::default();
+    let broker = Broker::default();
+    let life = |receiver: Positioned, seen: Seen| {
+        let conf = StreamingConf::new("positioned", Duration::from_millis(40))
+            .checkpoint(dir.path().display().to_string())
+            .checkpoint_interval(Duration::from_millis(80))
+            .receiver_wal(true);
+        let ssc = StreamingContext::get_or_create(conf, move |ssc| {
+            ssc.receiver_stream(receiver)?.foreach_batch(move |b| {
+                seen.lock().unwrap().insert(b.batch_id(), b.batch.to_vec());
+                Ok(())
+            })
+        })
+        .unwrap();
+        ssc.start().unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        ssc.stop(true).unwrap();
+    };
+
+    // First life: 50 records; the block 40..50 is durable but never acknowledged.
+    broker.len.store(50, Ordering::SeqCst);
+    life(
+        Positioned {
+            broker: broker.clone(),
+            die_before_ack: true,
+        },
+        seen.clone(),
+    );
+    assert_eq!(broker.acked.load(Ordering::SeqCst), 40);
+
+    // Second life: the broker would redeliver from 40; the receiver resumes from 50.
+    broker.len.store(100, Ordering::SeqCst);
+    life(
+        Positioned {
+            broker: broker.clone(),
+            die_before_ack: false,
+        },
+        seen.clone(),
+    );
+    // Third life: nothing new; the stored position (from the WAL or the checkpoint)
+    // keeps the receiver from reading anything again.
+    life(
+        Positioned {
+            broker: Broker {
+                len: broker.len.clone(),
+                acked: Arc::default(), // a broker that forgot every acknowledgement
+            },
+            die_before_ack: false,
+        },
+        seen.clone(),
+    );
+
+    let mut all: Vec<u32> = seen.lock().unwrap().values().flatten().copied().collect();
+    all.sort();
+    assert_eq!(
+        all,
+        (0..100).collect::<Vec<u32>>(),
+        "every record exactly once"
+    );
+}
