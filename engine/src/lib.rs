@@ -47,7 +47,7 @@ pub mod output;
 mod pair;
 mod rate;
 mod receiver;
-pub(crate) mod signals;
+pub mod signals;
 pub mod sinks;
 pub mod socket;
 mod state;

@@ -52,20 +52,7 @@ enum Command {
     },
     /// Restart a driver when it dies (non-zero exit or a signal), with backoff; forward
     /// SIGTERM/SIGINT for a graceful stop; exit with the driver's status.
-    Supervise {
-        /// Give up after this many restarts within --within.
-        #[arg(long, default_value_t = 10)]
-        max_restarts: u32,
-        /// The window --max-restarts counts in (e.g. 10m).
-        #[arg(long, default_value = "10m")]
-        within: String,
-        /// Backoff between restarts, MIN..MAX (doubling).
-        #[arg(long, default_value = "200ms..30s")]
-        backoff: String,
-        /// The driver command.
-        #[arg(last = true, required = true)]
-        cmd: Vec<String>,
-    },
+    Supervise(sluice::supervise::SuperviseArgs),
     /// List checkpoints, state snapshots, the driver log and pending batches of a
     /// checkpoint location, verifying every CRC; exits 2 when something is damaged.
     Inspect {
@@ -150,26 +137,6 @@ enum BenchWhat {
     },
 }
 
-fn supervise(max_restarts: u32, within: &str, backoff: &str, cmd: &[String]) -> ExitCode {
-    let policy = (|| -> Result<_, String> {
-        let (backoff_min, backoff_max) =
-            sluice_recovery::supervise::parse_backoff(backoff, sluice::parse_duration)?;
-        Ok(sluice_recovery::supervise::Policy {
-            max_restarts,
-            within: sluice::parse_duration(within).map_err(|e| format!("--within: {e}"))?,
-            backoff_min,
-            backoff_max,
-        })
-    })();
-    match policy.and_then(|p| sluice::supervise::run(cmd, &p)) {
-        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
-        Err(e) => {
-            eprintln!("sluice supervise: {e}");
-            ExitCode::from(2)
-        }
-    }
-}
-
 fn inspect(location: &str, json: bool) -> ExitCode {
     match sluice::inspect::inspect(location) {
         Ok(r) => {
@@ -221,14 +188,7 @@ fn main() -> ExitCode {
             exit_when_idle: exit_when_idle.map(std::time::Duration::from_secs_f64),
         })
         .map_err(|e| e.to_string()),
-        Command::Supervise {
-            max_restarts,
-            within,
-            backoff,
-            cmd,
-        } => {
-            return supervise(max_restarts, &within, &backoff, &cmd);
-        }
+        Command::Supervise(args) => return args.run("sluice supervise"),
         Command::Inspect { location, json } => {
             return inspect(&location, json);
         }

@@ -4,7 +4,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
 
 /// A flag set when the process receives SIGTERM or SIGINT (registered once).
-pub(crate) fn stop_requested() -> Arc<AtomicBool> {
+pub fn stop_requested() -> Arc<AtomicBool> {
     static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
     FLAG.get_or_init(|| {
         let flag = Arc::new(AtomicBool::new(false));

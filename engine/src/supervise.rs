@@ -24,6 +24,48 @@ fn exit_of(status: ExitStatus) -> Exit {
     }
 }
 
+/// The command line of `sluice supervise` (also built into `sluice-chaos`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct SuperviseArgs {
+    /// Give up after this many restarts within --within.
+    #[arg(long, default_value_t = 10)]
+    pub max_restarts: u32,
+    /// The window --max-restarts counts in (e.g. 10m).
+    #[arg(long, default_value = "10m")]
+    pub within: String,
+    /// Backoff between restarts, MIN..MAX (doubling).
+    #[arg(long, default_value = "200ms..30s")]
+    pub backoff: String,
+    /// The driver command.
+    #[arg(last = true, required = true)]
+    pub cmd: Vec<String>,
+}
+
+impl SuperviseArgs {
+    /// The restart policy the options describe.
+    pub fn policy(&self) -> Result<Policy, String> {
+        let (backoff_min, backoff_max) =
+            sluice_recovery::supervise::parse_backoff(&self.backoff, crate::parse_duration)?;
+        Ok(Policy {
+            max_restarts: self.max_restarts,
+            within: crate::parse_duration(&self.within).map_err(|e| format!("--within: {e}"))?,
+            backoff_min,
+            backoff_max,
+        })
+    }
+
+    /// Supervises the command; returns the process exit status (2 for bad options).
+    pub fn run(&self, who: &str) -> std::process::ExitCode {
+        match self.policy().and_then(|p| run(&self.cmd, &p)) {
+            Ok(code) => std::process::ExitCode::from(code.clamp(0, 255) as u8),
+            Err(e) => {
+                eprintln!("{who}: {e}");
+                std::process::ExitCode::from(2)
+            }
+        }
+    }
+}
+
 /// Runs `cmd` under `policy` until it finishes, is stopped, or the policy gives up;
 /// returns the exit status for the supervisor itself.
 pub fn run(cmd: &[String], policy: &Policy) -> Result<i32, String> {
