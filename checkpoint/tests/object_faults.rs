@@ -200,3 +200,28 @@ fn writer_refuses_when_its_queue_is_full() {
         assert!(s.read_checkpoint(id).is_err());
     }
 }
+
+/// The object-store WAL meets the same case: a segment put that S3 applied but whose
+/// response was lost is retried and finds its own object. It is recognised by its
+/// bytes, and the log goes on; another writer's object stays an error.
+#[test]
+fn a_wal_put_applied_but_reported_failed_is_recognised_as_its_own() {
+    use sluice_wal::{Wal, WalOptions};
+    let f = FaultyObjectStore::new(Arc::new(InMemory::new()));
+    let wal = Wal::open_object_store(Arc::new(f.clone()), "wal", WalOptions::default()).unwrap();
+    wal.append(b"one").unwrap();
+    f.inject(ObjectFault::PutAppliedThenFail);
+    wal.append(b"two").unwrap();
+    wal.append(b"three").unwrap();
+    drop(wal);
+    let wal = Wal::open_object_store(Arc::new(f.clone()), "wal", WalOptions::default()).unwrap();
+    let got: Vec<Vec<u8>> = wal
+        .iter_from(wal.first_lsn())
+        .unwrap()
+        .map(|r| r.unwrap().1)
+        .collect();
+    assert_eq!(
+        got,
+        vec![b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]
+    );
+}

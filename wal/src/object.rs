@@ -113,7 +113,7 @@ impl Storage for ObjectStorage {
             let payload = PutPayload::from(chunk.bytes);
             // Rule: an object is published whole by one conditional put; it is durable
             // when the put returns, and never overwrites another writer's object.
-            let res = self.run(crate::objio::put_new(
+            let res = self.run(crate::objio::put_new_or_same(
                 self.store.clone(),
                 path.clone(),
                 payload,

@@ -78,6 +78,44 @@ pub async fn put_new(
     .await
 }
 
+/// [`put_new`] for an object only its writer may create, where the writer's own earlier
+/// attempt can be the object that is "already there": a put that S3 applied but whose
+/// response was lost is retried (by [`with_retry`] or by the client's own retries) and
+/// meets itself. Then the object is read back, and if it holds exactly `payload` the
+/// put succeeded; anything else is another writer's object and stays an error.
+pub async fn put_new_or_same(
+    store: Arc<dyn ObjectStore>,
+    path: ObjPath,
+    payload: PutPayload,
+    policy: RetryPolicy,
+) -> object_store::Result<PutResult> {
+    let res = put_new(store.clone(), path.clone(), payload.clone(), policy).await;
+    let Err(
+        conflict @ (object_store::Error::AlreadyExists { .. }
+        | object_store::Error::Precondition { .. }),
+    ) = res
+    else {
+        return res;
+    };
+    let Ok(found) = with_retry(policy, || store.get_opts(&path, Default::default())).await else {
+        return Err(conflict);
+    };
+    let meta = found.meta.clone();
+    let Ok(bytes) = found.bytes().await else {
+        return Err(conflict);
+    };
+    let mine = payload.iter().flat_map(|b| b.iter());
+    if bytes.len() == payload.content_length() && bytes.iter().eq(mine) {
+        tracing::info!(%path, "a put reported failed had been applied; the object is ours");
+        return Ok(PutResult {
+            e_tag: meta.e_tag,
+            version: meta.version,
+            extensions: Default::default(),
+        });
+    }
+    Err(conflict)
+}
+
 /// A runtime owned by a store, for its object-store requests.
 #[derive(Debug)]
 pub struct IoRuntime {
