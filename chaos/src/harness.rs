@@ -684,6 +684,20 @@ fn campaign(
             }
         }
         *report.faults.entry(*kind).or_default() += 1;
+        let recovered = match kind {
+            FaultKind::Kill => report
+                .recovery_ms
+                .last()
+                .map_or(String::new(), |ms| format!(", first batch after {ms} ms")),
+            _ => String::new(),
+        };
+        eprintln!(
+            "sluice-chaos: [{}/{}] {} at {:.1} s{recovered}",
+            i + 1,
+            faults.len(),
+            kind.name(),
+            t0.elapsed().as_secs_f64()
+        );
     }
     // The rest of the run's time, undisturbed.
     let end = t0 + o.duration;

@@ -213,6 +213,19 @@ pub fn check(oracle: &Counts, out: &Outputs, batch_ms: u64, window_batches: u64)
         }
     }
     v.batches = out.state.len() as u64;
+    // The final state: each word's last written count is its count in the input.
+    let mut last = Counts::new();
+    for state in out.state.values() {
+        last.extend(state.iter().map(|(w, n)| (w.clone(), *n)));
+    }
+    for (w, want) in oracle {
+        if last.get(w) != Some(want) {
+            v.problem(format!(
+                "final state of {w} is {:?}, the input holds {want}",
+                last.get(w)
+            ));
+        }
+    }
     if let Some((t, _)) = out.deltas.iter().next_back() {
         if last_t.is_none_or(|l| l < *t) {
             v.problem(format!(
@@ -292,7 +305,14 @@ mod tests {
         out.state.insert(200, counts(&[("a", 4), ("b", 1)]));
         let v = check(&oracle, &out, 100, 4);
         assert_eq!((v.lost, v.duplicated), (0, 0));
-        assert_eq!(v.wrong, 1, "{v:?}");
+        // Wrong at batch 200, and a's last written count (its final state) is wrong.
+        assert_eq!(v.wrong, 2, "{v:?}");
+
+        let (mut oracle, out) = outputs();
+        oracle.insert("c".into(), 1);
+        let v = check(&oracle, &out, 100, 4);
+        assert_eq!(v.lost, 1, "{v:?}");
+        assert_eq!(v.wrong, 1, "the final state misses c: {v:?}");
 
         let (oracle, mut out) = outputs();
         out.state.remove(&200);
