@@ -99,6 +99,18 @@ impl<T> Batch<T> {
     }
 }
 
+impl<T: Send> Batch<T> {
+    /// Drops the batch's elements on `pool`, partitions in parallel, if this is the
+    /// last handle on them (else just drops the handle): freeing millions of small
+    /// allocations is work worth sharing.
+    pub(crate) fn drop_on(self, pool: &rayon::ThreadPool) {
+        if let Ok(parts) = Arc::try_unwrap(self.parts) {
+            use rayon::prelude::*;
+            pool.install(|| parts.into_par_iter().for_each(drop));
+        }
+    }
+}
+
 impl<T: Clone> Batch<T> {
     /// All elements in one vector, partition by partition.
     pub fn to_vec(&self) -> Vec<T> {

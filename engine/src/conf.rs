@@ -27,6 +27,7 @@ use crate::{EngineError, Result};
 /// | `SLUICE_BACKPRESSURE_PID_DERIVATIVE` | `backpressure_pid.derivative` | `0.0` |
 /// | `SLUICE_BACKPRESSURE_PID_MIN_RATE` | `backpressure_pid.min_rate` (records/s) | `100` |
 /// | `SLUICE_RECEIVER_RESTART_DELAY` | `receiver_restart_delay` | `500ms` |
+/// | `SLUICE_RECEIVER_MAX_BUFFERED` | `receiver_max_buffered` (bytes, 0 = no bound) | `64MiB`, `16000000` |
 #[derive(Debug, Clone, PartialEq)]
 pub struct StreamingConf {
     /// A name for logs and the listener.
@@ -55,12 +56,24 @@ pub struct StreamingConf {
     /// How long a receiver waits before its first restart after an error; each further
     /// consecutive failure doubles it, up to 60 times this value (at most 30 s).
     pub receiver_restart_delay: Duration,
+    /// The most data, in bytes, each receiver holds received but not yet processed
+    /// (buffered, in blocks, or in a batch that has not completed); `None`: no bound.
+    /// A receiver over it blocks in `store` until a batch completes, so a socket
+    /// receiver stops reading and TCP pushes back on the sender; nothing is dropped.
+    /// Bytes are what the receiver reports (a socket: the bytes it read), else the
+    /// in-memory size of each record (`size_of::<T>()`, a lower bound for records that
+    /// own heap data). A receiver takes in at most about this much per batch interval,
+    /// so set it to at least the input rate times the batch interval. Default 64 MiB.
+    pub receiver_max_buffered: Option<u64>,
     /// On restart, drop the state of operators whose change is incompatible with the
     /// checkpoint (renamed, removed, retyped) instead of refusing to start.
     pub drop_incompatible_state: bool,
     /// On restart, what to do with batch times that passed while the driver was down.
     pub down_time: sluice_recovery::plan::DownTime,
 }
+
+/// The default of [`StreamingConf::receiver_max_buffered`]: 64 MiB per receiver.
+pub const DEFAULT_RECEIVER_MAX_BUFFERED: u64 = 64 << 20;
 
 impl StreamingConf {
     /// A configuration with the given name and batch interval, and defaults for the rest:
@@ -79,6 +92,7 @@ impl StreamingConf {
             backpressure_initial_rate: None,
             backpressure_pid: crate::rate::PidConf::default(),
             receiver_restart_delay: Duration::from_millis(500),
+            receiver_max_buffered: Some(DEFAULT_RECEIVER_MAX_BUFFERED),
             drop_incompatible_state: false,
             down_time: sluice_recovery::plan::DownTime::RunEach,
         }
@@ -142,6 +156,13 @@ impl StreamingConf {
     /// failure).
     pub fn receiver_restart_delay(mut self, d: Duration) -> Self {
         self.receiver_restart_delay = d;
+        self
+    }
+
+    /// Bounds what each receiver holds received but not yet processed, in bytes
+    /// (`None`: no bound); see [`StreamingConf::receiver_max_buffered`].
+    pub fn receiver_max_buffered(mut self, bytes: Option<u64>) -> Self {
+        self.receiver_max_buffered = bytes;
         self
     }
 
@@ -210,6 +231,10 @@ impl StreamingConf {
                 "SLUICE_RECEIVER_RESTART_DELAY" => {
                     self.receiver_restart_delay = parse_duration(&v).map_err(bad)?
                 }
+                "SLUICE_RECEIVER_MAX_BUFFERED" => {
+                    let n = parse_bytes(&v).map_err(bad)?;
+                    self.receiver_max_buffered = (n > 0).then_some(n);
+                }
                 // A testing hook read by `sluice::crash`, not a setting.
                 "SLUICE_CRASH_AT" => {}
                 other if other.starts_with("SLUICE_") => {
@@ -266,22 +291,51 @@ impl StreamingConf {
     }
 }
 
-/// Parses `250ms`, `2s`, `1m`, `1h`, or a bare number of milliseconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+/// Splits `64MiB` into 64 and `MiB` (the unit trimmed); `what` names the expected
+/// form in the error.
+fn number_and_unit<'a>(s: &'a str, what: &str) -> Result<(u64, &'a str), String> {
     let s = s.trim();
     let (num, unit) = s
         .find(|c: char| !c.is_ascii_digit())
         .map_or((s, ""), |i| s.split_at(i));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (use e.g. 500ms, 2s, 1m)"))?;
-    match unit.trim() {
+    let n = num.parse().map_err(|_| format!("{s:?} is not {what}"))?;
+    Ok((n, unit.trim()))
+}
+
+/// Parses `250ms`, `2s`, `1m`, `1h`, or a bare number of milliseconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (n, unit) = number_and_unit(s, "a duration (use e.g. 500ms, 2s, 1m)")?;
+    let s = s.trim();
+    match unit {
         "" | "ms" => Ok(Duration::from_millis(n)),
         "s" => Ok(Duration::from_secs(n)),
         "m" | "min" => Ok(Duration::from_secs(n * 60)),
         "h" => Ok(Duration::from_secs(n * 3600)),
         u => Err(format!("{s:?}: unknown unit {u:?} (use ms, s, m or h)")),
     }
+}
+
+/// Parses a byte count: `65536`, `64KiB`, `64MiB`, `1GiB`, or `64kB`, `64MB`, `1GB`
+/// (powers of ten).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let (n, unit) = number_and_unit(s, "a byte count (use e.g. 64MiB, 16000000)")?;
+    let s = s.trim();
+    let mult: u64 = match unit {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "kB" | "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        u => {
+            return Err(format!(
+                "{s:?}: unknown unit {u:?} (use B, KiB, MiB, GiB, kB, MB or GB)"
+            ))
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 fn parse_f64(s: &str) -> Result<f64, String> {
@@ -383,5 +437,25 @@ mod tests {
         assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
         assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
         assert!(parse_duration("1 fortnight").is_err());
+    }
+
+    #[test]
+    fn byte_counts_parse_and_zero_means_no_bound() {
+        assert_eq!(parse_bytes("65536").unwrap(), 65536);
+        assert_eq!(parse_bytes("64MiB").unwrap(), 64 << 20);
+        assert_eq!(parse_bytes("2 GB").unwrap(), 2_000_000_000);
+        assert!(parse_bytes("64 parsecs").is_err());
+        assert!(parse_bytes("99999999999GiB").is_err());
+        let c = StreamingConf::new("a", Duration::from_secs(1));
+        assert_eq!(c.receiver_max_buffered, Some(DEFAULT_RECEIVER_MAX_BUFFERED));
+        let c = c
+            .with_vars(vars(&[("SLUICE_RECEIVER_MAX_BUFFERED", "0")]))
+            .unwrap();
+        assert_eq!(c.receiver_max_buffered, None);
+        let err = StreamingConf::new("a", Duration::from_secs(1))
+            .with_vars(vars(&[("SLUICE_RECEIVER_MAX_BUFFERED", "lots")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("SLUICE_RECEIVER_MAX_BUFFERED"), "{err}");
     }
 }

@@ -627,7 +627,7 @@ impl Job<'_> {
             }
         }
         for n in self.nodes {
-            n.forget(t, env.batch);
+            n.forget(t);
         }
         for i in self.inputs {
             i.forget(t);

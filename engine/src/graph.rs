@@ -48,8 +48,16 @@ fn codec_err(e: impl std::fmt::Display) -> crate::EngineError {
     crate::EngineError::User(format!("state (de)serialization failed: {e}"))
 }
 
+/// Encodes `x` into a vector sized once: a first pass only adds up the length (cheap
+/// next to the copy), so a large block is not copied through doubling reallocations
+/// and does not leave up to twice its size allocated.
 pub(crate) fn encode<X: serde::Serialize>(x: &X) -> Result<Vec<u8>> {
-    bincode::serde::encode_to_vec(x, bincode::config::standard()).map_err(codec_err)
+    let cfg = bincode::config::standard();
+    let mut size = bincode::enc::write::SizeWriter::default();
+    bincode::serde::encode_into_writer(x, &mut size, cfg).map_err(codec_err)?;
+    let mut out = Vec::with_capacity(size.bytes_written);
+    bincode::serde::encode_into_std_write(x, &mut out, cfg).map_err(codec_err)?;
+    Ok(out)
 }
 
 pub(crate) fn decode<X: serde::de::DeserializeOwned>(b: &[u8]) -> Result<X> {
@@ -123,7 +131,7 @@ impl<T: crate::Data> Node<T> {
 pub(crate) trait AnyNode: Send + Sync + std::fmt::Debug {
     fn info(&self) -> &NodeInfo;
     /// Drops memoised batches that nothing will ask for again after `t`.
-    fn forget(&self, t: BatchTime, batch: Duration);
+    fn forget(&self, t: BatchTime);
     /// Keeps batches for at least `d` (a downstream window needs them).
     fn remember(&self, d: Duration);
     /// Whether the node keeps batches longer than one batch interval (a window reads
@@ -153,8 +161,11 @@ impl<T: crate::Data> AnyNode for Node<T> {
         &self.info
     }
 
-    fn forget(&self, t: BatchTime, batch: Duration) {
-        let keep = (self.remember_ms.load(Ordering::Relaxed)).max(batch.as_millis() as u64);
+    fn forget(&self, t: BatchTime) {
+        // A node no window or state reads back (nothing asked it to remember) keeps
+        // nothing past its batch: batch `t` is freed as soon as `t` is done, which is
+        // what lets a receiver's buffer bound also bound what its batches hold.
+        let keep = self.remember_ms.load(Ordering::Relaxed);
         let cutoff = BatchTime(t.0.saturating_sub(keep));
         let mut memo = self.memo();
         *memo = memo.split_off(&BatchTime(cutoff.0 + 1));

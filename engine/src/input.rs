@@ -38,8 +38,13 @@ impl<T: Clone> Allocations<T> {
             .unwrap_or_default()
     }
     pub(crate) fn forget(&self, t: BatchTime) {
+        drop(self.take_through(t));
+    }
+    /// Removes and returns the batches at or before `t`.
+    pub(crate) fn take_through(&self, t: BatchTime) -> Vec<Batch<T>> {
         let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        *m = m.split_off(&BatchTime(t.0 + 1));
+        let later = m.split_off(&BatchTime(t.0 + 1));
+        std::mem::replace(&mut *m, later).into_values().collect()
     }
 }
 

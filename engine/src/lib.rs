@@ -55,14 +55,14 @@ pub mod supervise;
 mod window;
 
 pub use batch::{Batch, BatchTime, Data};
-pub use conf::{parse_duration, StreamingConf};
+pub use conf::{parse_bytes, parse_duration, StreamingConf, DEFAULT_RECEIVER_MAX_BUFFERED};
 pub use context::StreamingContext;
 pub use dstream::DStream;
 pub use error::{EngineError, Result};
 pub use listener::{BatchInfo, StreamingListener};
 pub use output::BatchContext;
 pub use rate::{PidConf, PidRateEstimator};
-pub use receiver::{Receiver, ReceiverContext, ReceiverHandle, ReceiverStatus};
+pub use receiver::{Receiver, ReceiverContext, ReceiverHandle, ReceiverStatus, BLOCK_BYTES};
 pub use sluice_recovery::plan::DownTime;
 pub use socket::{decode_lines, Decoder, SocketReceiver};
 pub use state::{MapWithStateDStream, State, StateSpec};

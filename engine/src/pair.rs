@@ -1,6 +1,7 @@
 //! Operations on keyed streams `DStream<(K, V)>`: per-key reductions, joins, cogroup,
 //! and the stateful `update_state_by_key`.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::{Arc, OnceLock, Weak};
@@ -9,6 +10,10 @@ use std::time::Duration;
 use crate::dstream::{group_partition, shuffle};
 use crate::graph::{Env, Node};
 use crate::{Batch, BatchTime, DStream, Data, EngineError, Result};
+
+/// The hash maps of per-partition combines: a fast hash (FxHash), deterministic
+/// across runs. Shuffles keep the stable SipHash of `stable_hash`.
+type FastMap<K, V> = HashMap<K, V, rustc_hash::FxBuildHasher>;
 
 /// Checks a stateful operator's name: non-empty, printable, at most 128 bytes.
 pub(crate) fn check_name(name: &str) -> Result<()> {
@@ -224,29 +229,114 @@ impl<K: Data + Hash + Eq, V: Data> DStream<(K, V)> {
     }
 }
 
+impl<T: Data> DStream<T> {
+    /// `flat_map` into `(key, value)` pairs and `reduce_by_key`, fused, without a
+    /// batch of pairs in between: `emit` gets each element and a sink to call with each
+    /// of its pairs, whose key may be borrowed (`&str` out of a `String` line). Each
+    /// input partition combines its pairs with `f` in a hash map before the shuffle
+    /// (Spark's map-side combine), so an owned key `K` is made once per distinct key
+    /// per partition rather than once per pair. The batches equal those of
+    /// `flat_map(..).map(..).reduce_by_key(f)`, keys in the order first seen.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use sluice::prelude::*;
+    /// # let ssc = StreamingContext::new(StreamingConf::new("doc", Duration::from_millis(50)))?;
+    /// let lines = ssc.queue_stream(vec![vec!["a b a".to_string()]], true)?;
+    /// let counts: DStream<(String, u64)> = lines.flat_map_reduce_by_key(
+    ///     |line: &String, emit: &mut dyn FnMut(&str, u64)| {
+    ///         for w in line.split_whitespace() {
+    ///             emit(w, 1);
+    ///         }
+    ///     },
+    ///     |a, b| a + b,
+    /// )?;
+    /// # Ok::<(), sluice::EngineError>(())
+    /// ```
+    pub fn flat_map_reduce_by_key<K, Q, V>(
+        &self,
+        emit: impl Fn(&T, &mut dyn FnMut(&Q, V)) + Send + Sync + 'static,
+        f: impl Fn(&V, &V) -> V + Send + Sync + 'static,
+    ) -> Result<DStream<(K, V)>>
+    where
+        K: Data + Hash + Eq + Borrow<Q>,
+        Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
+        V: Data,
+    {
+        let parent = self.clone();
+        let info = self.info_for::<(K, V)>("flat_map_reduce_by_key", vec![self.node.info.id]);
+        self.derive(info, self.slide(), move |t, env| {
+            let b = parent.batch(t, env)?;
+            let local = env.par_map(b.partitions(), |p| {
+                let mut idx: FastMap<K, usize> = FastMap::default();
+                let mut vals: Vec<V> = Vec::new();
+                let mut sink = |q: &Q, v: V| match idx.get(q) {
+                    Some(&i) => vals[i] = f(&vals[i], &v),
+                    None => {
+                        idx.insert(q.to_owned(), vals.len());
+                        vals.push(v);
+                    }
+                };
+                for x in p {
+                    emit(x, &mut sink);
+                }
+                in_first_seen_order(idx, vals)
+            });
+            Ok(shuffle_and_combine(&local, env, &f))
+        })
+    }
+}
+
+/// Pairs `keys` (each with the index of its value) with `vals`, in index order.
+fn in_first_seen_order<K, V>(keys: FastMap<K, usize>, vals: Vec<V>) -> Vec<(K, V)> {
+    let mut slots: Vec<Option<K>> = (0..vals.len()).map(|_| None).collect();
+    for (k, i) in keys {
+        slots[i] = Some(k);
+    }
+    slots
+        .into_iter()
+        .zip(vals)
+        .filter_map(|(k, v)| Some((k?, v)))
+        .collect()
+}
+
+/// Combines values per key with `f`, keys in the order first seen.
+fn combine_partition<K: Hash + Eq + Clone, V: Clone>(
+    p: &[(K, V)],
+    f: &(dyn Fn(&V, &V) -> V + Send + Sync),
+) -> Vec<(K, V)> {
+    let mut idx: FastMap<&K, usize> = FastMap::default();
+    let mut out: Vec<(K, V)> = Vec::new();
+    for (k, v) in p {
+        match idx.get(k) {
+            Some(&i) => out[i].1 = f(&out[i].1, v),
+            None => {
+                idx.insert(k, out.len());
+                out.push((k.clone(), v.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// Shuffles partitions already combined within themselves, and combines again.
+fn shuffle_and_combine<K: Data + Hash + Eq, V: Data>(
+    local: &[Vec<(K, V)>],
+    env: &Env,
+    f: &(dyn Fn(&V, &V) -> V + Send + Sync),
+) -> Batch<(K, V)> {
+    let parts = shuffle(local, env.parallelism);
+    Batch::from_partitions(env.par_map(&parts, |p| combine_partition(p, f)))
+}
+
 /// Combines values per key within partitions, shuffles, and combines again.
 pub(crate) fn reduce_batch<K: Data + Hash + Eq, V: Data>(
     b: &Batch<(K, V)>,
     env: &Env,
     f: &(dyn Fn(&V, &V) -> V + Send + Sync),
 ) -> Batch<(K, V)> {
-    let combine = |p: &[(K, V)]| -> Vec<(K, V)> {
-        let mut idx: HashMap<&K, usize> = HashMap::new();
-        let mut out: Vec<(K, V)> = Vec::new();
-        for (k, v) in p {
-            match idx.get(k) {
-                Some(&i) => out[i].1 = f(&out[i].1, v),
-                None => {
-                    idx.insert(k, out.len());
-                    out.push((k.clone(), v.clone()));
-                }
-            }
-        }
-        out
-    };
-    let local = env.par_map(b.partitions(), |p| combine(p));
-    let parts = shuffle(&local, env.parallelism);
-    Batch::from_partitions(env.par_map(&parts, |p| combine(p)))
+    let local = env.par_map(b.partitions(), |p| combine_partition(p, f));
+    shuffle_and_combine(&local, env, f)
 }
 
 fn cogroup_partition<K: Hash + Eq + Clone, V: Clone, W: Clone>(
@@ -308,7 +398,7 @@ fn update_partition<K: Hash + Eq + Clone, V: Clone, S: Clone>(
     new: &[(K, V)],
     f: &(impl Fn(&[V], Option<&S>) -> Option<S> + ?Sized),
 ) -> Vec<(K, S)> {
-    let mut values: HashMap<&K, Vec<V>> = HashMap::new();
+    let mut values: FastMap<&K, Vec<V>> = FastMap::default();
     let mut order: Vec<&K> = Vec::new();
     for (k, v) in new {
         values

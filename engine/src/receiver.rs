@@ -4,7 +4,9 @@
 //! A [`Receiver`] runs on a dedicated thread (`sluice-recv-…`) and hands its records to
 //! the engine through a [`ReceiverContext`]. Records stored one at a time
 //! ([`ReceiverContext::store`]) are buffered and cut into a block every
-//! `block_interval` by the block generator; a whole block
+//! `block_interval` by the block generator, or sooner once the buffer holds
+//! [`BLOCK_BYTES`] (as counted for the buffer bound, below), so a fast receiver's
+//! blocks stay small enough to spread over the CPU pool; a whole block
 //! ([`ReceiverContext::store_block`]) is stored at once. At every batch time the input
 //! allocates every block stored so far to the batch, each block one partition.
 //!
@@ -30,6 +32,16 @@
 //! the source is exhausted: the receiver is not restarted. Errors that do not need a
 //! restart (a skipped malformed record) go to [`ReceiverContext::report_error`].
 //!
+//! # Bounded buffering
+//!
+//! What a receiver stored but the engine has not yet processed (buffered records,
+//! queued blocks, the blocks of a batch that has not completed) is bounded by
+//! `receiver_max_buffered` bytes: over it, `store*` blocks until a batch completes, so
+//! a receiver reading a socket stops reading and TCP pushes back on the sender, and a
+//! reliable receiver stops pulling from its queue. Nothing is dropped: a stop or a
+//! restart ends the wait and what the receiver holds is stored. Records count as the
+//! bytes a `*_sized` call reports, else as `size_of::<T>()` each.
+//!
 //! A receiver blocked in I/O must notice a stop: either poll
 //! [`ReceiverContext::is_stopped`] (with a read timeout), or register an
 //! [`ReceiverContext::on_stop`] hook that unblocks it (closing its socket).
@@ -45,6 +57,10 @@ use crate::graph::Env;
 use crate::input::Allocations;
 use crate::rate::{PidRateEstimator, RateController, RateLimiter};
 use crate::{Batch, BatchTime, DStream, Data, EngineError, Result, StreamingContext};
+
+/// The block generator cuts a block before the block interval ends once the buffer
+/// holds this many bytes (4 MiB).
+pub const BLOCK_BYTES: u64 = 4 << 20;
 
 /// A custom push source. Implement `run`; the engine calls it on a thread of its own.
 ///
@@ -106,33 +122,64 @@ impl<T: Data> ReceiverContext<T> {
     }
 
     /// Stores one record (unreliable: buffered until the block generator cuts the next
-    /// block). Blocks while the receiver is over its rate limit.
+    /// block). Blocks while the receiver is over its rate limit or its buffer bound
+    /// (see the module docs).
     pub fn store(&self, record: T) {
+        self.shared.wait_for_room();
         self.shared.acquire(1);
-        self.shared.buffer().push(record);
+        self.shared
+            .buffer_records(std::iter::once(record), std::mem::size_of::<T>() as u64);
         self.shared.received.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Stores several records (like `store` for each, rate-limited as a whole).
     pub fn store_all(&self, records: impl IntoIterator<Item = T>) {
         let records: Vec<T> = records.into_iter().collect();
+        let bytes = (records.len() * std::mem::size_of::<T>()) as u64;
+        self.store_all_sized(records, bytes);
+    }
+
+    /// Like [`ReceiverContext::store_all`], counting the records as `bytes` against the
+    /// buffer bound (`receiver_max_buffered`) instead of `size_of::<T>()` each: the
+    /// bytes they came as (a socket receiver passes the bytes it read) or hold.
+    pub fn store_all_sized(&self, records: Vec<T>, bytes: u64) {
         let n = records.len() as u64;
+        self.shared.wait_for_room();
         self.shared.acquire(n);
-        self.shared.buffer().extend(records);
+        self.shared.buffer_records(records, bytes);
         self.shared.received.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Stores `block` as one block (one partition of a batch) and returns once it is
     /// stored; with the receiver write-ahead log on, once it is durable. A reliable
     /// receiver acknowledges its source only after this returned `Ok`. Blocks while the
-    /// receiver is over its rate limit.
+    /// receiver is over its rate limit or its buffer bound (see the module docs).
     pub fn store_block(&self, block: Vec<T>) -> Result<()> {
-        if block.is_empty() {
+        let bytes = (block.len() * std::mem::size_of::<T>()) as u64;
+        self.store_block_sized(block, bytes)
+    }
+
+    /// Like [`ReceiverContext::store_block`], counting the block as `bytes` against the
+    /// buffer bound instead of `size_of::<T>()` per record.
+    pub fn store_block_sized(&self, block: Vec<T>, bytes: u64) -> Result<()> {
+        self.store_counted(block, bytes, None)
+    }
+
+    /// Stores a block, counting its bytes against the buffer bound, with or without a
+    /// source position.
+    fn store_counted(&self, block: Vec<T>, bytes: u64, position: Option<Vec<u8>>) -> Result<()> {
+        if block.is_empty() && position.is_none() {
             return Ok(());
         }
         let n = block.len() as u64;
+        self.shared.wait_for_room();
         self.shared.acquire(n);
-        self.shared.store_positioned(block, None)?;
+        self.shared
+            .bytes_buffered
+            .fetch_add(bytes, Ordering::SeqCst);
+        let stored = self.shared.store_positioned(block, position);
+        self.shared.bytes_queued.fetch_add(bytes, Ordering::SeqCst);
+        stored?;
         self.shared.received.fetch_add(n, Ordering::Relaxed);
         Ok(())
     }
@@ -148,12 +195,8 @@ impl<T: Data> ReceiverContext<T> {
     /// source's last acknowledgement, so a block made durable but not yet acknowledged
     /// when the process died is not received twice. Use it for every block of a receiver.
     pub fn store_block_at(&self, block: Vec<T>, position: impl Into<Vec<u8>>) -> Result<()> {
-        let position = position.into();
-        let n = block.len() as u64;
-        self.shared.acquire(n);
-        self.shared.store_positioned(block, Some(position))?;
-        self.shared.received.fetch_add(n, Ordering::Relaxed);
-        Ok(())
+        let bytes = (block.len() * std::mem::size_of::<T>()) as u64;
+        self.store_counted(block, bytes, Some(position.into()))
     }
 
     /// The position stored with the newest block [`ReceiverContext::store_block_at`]
@@ -236,6 +279,8 @@ pub struct ReceiverStatus {
     pub rate_limit: Option<u64>,
     /// Whether it has ended for good (stopped or exhausted) and its last block is cut.
     pub finished: bool,
+    /// Bytes stored and not yet processed (what `receiver_max_buffered` bounds).
+    pub bytes_buffered: u64,
 }
 
 /// A handle on a running receiver, for monitoring.
@@ -320,6 +365,20 @@ struct Shared<T> {
     position_from_wal: bool,
     /// Set when the WAL failed: the job cannot go on in this process.
     fatal: Mutex<Option<String>>,
+    /// The bound on `bytes_buffered` (`receiver_max_buffered`).
+    max_buffered: Option<u64>,
+    /// Bytes stored and not yet released by a completed batch.
+    bytes_buffered: AtomicU64,
+    /// Bytes of the records in `buffer` (changed under its lock).
+    bytes_in_buffer: AtomicU64,
+    /// The buffer holds `BLOCK_BYTES`: the block generator should cut now.
+    cut_soon: AtomicBool,
+    /// The length of the last block cut from the buffer (the next one's capacity).
+    last_cut_len: AtomicU64,
+    /// Bytes of the blocks queued so far, counted once a block is queued; a batch
+    /// takes what was counted before it took its blocks, so a block's bytes are
+    /// released with the batch that processed it or a later one, never earlier.
+    bytes_queued: AtomicU64,
 }
 
 impl<T: Data> Shared<T> {
@@ -379,15 +438,66 @@ impl<T: Data> Shared<T> {
         }
     }
 
+    /// The buffer bound: waits while the bytes stored and not yet processed are at or
+    /// over `max_buffered` (one call may go over it, so a record larger than the bound
+    /// still passes). A stop or restart ends the wait: what a stopping receiver holds
+    /// is stored, never dropped.
+    fn wait_for_room(&self) {
+        let Some(max) = self.max_buffered else {
+            return;
+        };
+        let full = || self.bytes_buffered.load(Ordering::SeqCst) >= max;
+        while full() && !self.is_stopped() {
+            // Woken by `release_bytes` (a batch completed) and by a stop.
+            self.sleep_until(Duration::from_millis(100), || !full() || self.is_stopped());
+        }
+    }
+
+    /// Appends `records` (of `bytes`) to the buffer, counting them against the bound.
+    fn buffer_records(&self, records: impl IntoIterator<Item = T>, bytes: u64) {
+        self.bytes_buffered.fetch_add(bytes, Ordering::SeqCst);
+        let mut b = self.buffer();
+        if b.capacity() == 0 {
+            // Grown once to about the last block's size, not doubled up to it.
+            b.reserve(self.last_cut_len.load(Ordering::Relaxed) as usize);
+        }
+        b.extend(records);
+        let held = self.bytes_in_buffer.fetch_add(bytes, Ordering::SeqCst) + bytes;
+        drop(b);
+        if held >= BLOCK_BYTES && !self.cut_soon.swap(true, Ordering::SeqCst) {
+            self.wake();
+        }
+    }
+
+    /// A batch holding `bytes` of this receiver's data completed: room for more.
+    fn release_bytes(&self, bytes: u64) {
+        if bytes > 0 {
+            let _ = self
+                .bytes_buffered
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| {
+                    Some(b.saturating_sub(bytes))
+                });
+            self.wake();
+        }
+    }
+
     /// Cuts the buffer into a block and stores it.
     fn cut_block(&self) {
         let _g = lock(&self.cut);
-        let records = std::mem::take(&mut *self.buffer());
+        let (records, bytes) = {
+            let mut b = self.buffer();
+            let bytes = self.bytes_in_buffer.swap(0, Ordering::SeqCst);
+            (std::mem::take(&mut *b), bytes)
+        };
         if records.is_empty() {
             return;
         }
         let n = records.len();
-        if let Err(e) = self.store_block_inner(records, None) {
+        self.last_cut_len.store(n as u64, Ordering::Relaxed);
+        let stored = self.store_block_inner(records, None);
+        // Counted also when the block is lost, so its bytes are released.
+        self.bytes_queued.fetch_add(bytes, Ordering::SeqCst);
+        if let Err(e) = stored {
             // Buffered records were never acknowledged to anyone: they are lost.
             tracing::error!(receiver = %self.name, records = n, error = %e,
                 "could not store a buffered block; its records are lost");
@@ -489,6 +599,7 @@ impl<T: Data> Shared<T> {
             last_error: s.last_error.clone(),
             rate_limit: self.limiter.rate(),
             finished: self.finished.load(Ordering::SeqCst),
+            bytes_buffered: self.bytes_buffered.load(Ordering::SeqCst),
         }
     }
 }
@@ -573,17 +684,20 @@ fn generate_blocks<T: Data>(shared: Arc<Shared<T>>, interval: Duration) {
     let mut next = Instant::now() + interval;
     loop {
         shared.sleep_until(next.saturating_duration_since(Instant::now()), || {
-            shared.finished.load(Ordering::SeqCst)
+            shared.finished.load(Ordering::SeqCst) || shared.cut_soon.load(Ordering::SeqCst)
         });
         if shared.finished.load(Ordering::SeqCst) {
             return;
         }
+        shared.cut_soon.store(false, Ordering::SeqCst);
         shared.cut_block();
-        next += interval;
         let now = Instant::now();
-        if next < now {
-            // Fell behind (a long pause): cut on the interval from now on.
-            next = now + interval;
+        if next <= now {
+            next += interval;
+            if next < now {
+                // Fell behind (a long pause): cut on the interval from now on.
+                next = now + interval;
+            }
         }
     }
 }
@@ -607,6 +721,13 @@ struct ReceiverInput<T> {
     /// again before the first new batch.
     boundary: u64,
     requeued: AtomicBool,
+    /// The bytes (see `Shared::bytes_queued`) each batch took, released to the buffer
+    /// bound once the batch completes.
+    batch_bytes: Mutex<BTreeMap<BatchTime, u64>>,
+    /// `Shared::bytes_queued` when the last batch took its blocks.
+    bytes_taken: AtomicU64,
+    /// The CPU pool (from the first allocation), to free processed batches on.
+    pool: std::sync::OnceLock<Arc<rayon::ThreadPool>>,
 }
 
 impl<T: Data> ReceiverInput<T> {
@@ -678,11 +799,17 @@ impl<T: Data> Input for ReceiverInput<T> {
         Ok(())
     }
 
-    fn allocate(&self, t: BatchTime, _env: &Env) -> Result<u64> {
+    fn allocate(&self, t: BatchTime, env: &Env) -> Result<u64> {
         if let Some(msg) = lock(&self.shared.fatal).clone() {
             return Err(EngineError::ReceiverFailed(msg));
         }
+        let _ = self.pool.set(env.pool.clone());
         self.requeue_unallocated()?;
+        // The batch takes the bytes of the blocks queued since the last one: read before
+        // the blocks are taken, so every byte counted is in this batch or an earlier one.
+        let queued = self.shared.bytes_queued.load(Ordering::SeqCst);
+        let taken = queued.saturating_sub(self.bytes_taken.swap(queued, Ordering::SeqCst));
+        *lock(&self.batch_bytes).entry(t).or_default() += taken;
         let blocks: Vec<ReceivedBlock<T>> = lock(&self.shared.blocks).drain(..).collect();
         if self.shared.wal.is_some() {
             let handles: Vec<sluice_wal::RecordHandle> =
@@ -720,9 +847,20 @@ impl<T: Data> Input for ReceiverInput<T> {
     }
 
     fn forget(&self, t: BatchTime) {
-        self.alloc.forget(t);
+        let done = self.alloc.take_through(t);
+        match self.pool.get() {
+            Some(pool) => done.into_iter().for_each(|b| b.drop_on(pool)),
+            None => drop(done),
+        }
         let mut p = lock(&self.plans);
         *p = p.split_off(&BatchTime(t.0 + 1));
+        drop(p);
+        let done = {
+            let mut b = lock(&self.batch_bytes);
+            let later = b.split_off(&BatchTime(t.0 + 1));
+            std::mem::replace(&mut *b, later)
+        };
+        self.shared.release_bytes(done.values().sum());
     }
 
     fn plan_of(&self, t: BatchTime) -> Option<Vec<u8>> {
@@ -890,6 +1028,12 @@ impl StreamingContext {
             position_from_wal: wal_position.is_some(),
             fatal: Mutex::new(None),
             position: Mutex::new(wal_position),
+            max_buffered: conf.receiver_max_buffered,
+            bytes_buffered: AtomicU64::new(0),
+            bytes_in_buffer: AtomicU64::new(0),
+            cut_soon: AtomicBool::new(false),
+            last_cut_len: AtomicU64::new(0),
+            bytes_queued: AtomicU64::new(0),
         });
         let alloc = Arc::new(Allocations::default());
         let input = Arc::new(ReceiverInput {
@@ -903,6 +1047,9 @@ impl StreamingContext {
             next_lsn: AtomicU64::new(0),
             boundary,
             requeued: AtomicBool::new(false),
+            batch_bytes: Mutex::new(BTreeMap::new()),
+            bytes_taken: AtomicU64::new(0),
+            pool: std::sync::OnceLock::new(),
         });
         let stream = self.input_stream(kind, None, alloc, input)?;
         if let Some(c) = controller {

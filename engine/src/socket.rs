@@ -13,8 +13,14 @@
 //! receiver's status), and decoding goes on, because a live socket cannot replay the
 //! record and dropping the connection would lose more. Any other error means the
 //! stream is broken: the receiver reconnects.
+//!
+//! Memory: the receiver counts the bytes it read against the receiver's buffer bound
+//! (`receiver_max_buffered`); over it, the receiver stops reading until a batch
+//! completes, so the server's writes block (TCP flow control) and nothing is dropped.
+//! `socket_text_stream` splits lines straight out of the read buffer, one allocation
+//! per line.
 
-use std::io::{self, BufRead, BufReader};
+use std::io::{self, BufRead, BufReader, Read};
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
 
@@ -53,11 +59,19 @@ pub fn decode_lines(r: &mut dyn BufRead) -> io::Result<Option<String>> {
     })
 }
 
+/// How a socket receiver turns bytes into records.
+enum Decode<T> {
+    /// A user decoder, one record per call.
+    Records(Arc<dyn Fn(&mut dyn BufRead) -> io::Result<Option<T>> + Send + Sync>),
+    /// UTF-8 lines as [`decode_lines`] reads them, split from the read buffer.
+    Lines(fn(String) -> T),
+}
+
 /// A receiver that reads records from a TCP server (see the module docs).
 pub struct SocketReceiver<T> {
     host: String,
     port: u16,
-    decoder: Arc<dyn Fn(&mut dyn BufRead) -> io::Result<Option<T>> + Send + Sync>,
+    decode: Decode<T>,
 }
 
 impl<T> std::fmt::Debug for SocketReceiver<T> {
@@ -75,15 +89,196 @@ impl<T: Data> SocketReceiver<T> {
         SocketReceiver {
             host: host.into(),
             port,
-            decoder: Arc::new(decoder),
+            decode: Decode::Records(Arc::new(decoder)),
         }
     }
 }
 
 impl SocketReceiver<String> {
-    /// A receiver for UTF-8 lines from `host:port`.
+    /// A receiver for UTF-8 lines from `host:port` (as [`decode_lines`] reads them).
     pub fn text(host: impl Into<String>, port: u16) -> Self {
-        Self::new(host, port, decode_lines)
+        SocketReceiver {
+            host: host.into(),
+            port,
+            decode: Decode::Lines(|l| l),
+        }
+    }
+}
+
+/// A reader that counts the bytes read through it.
+struct Counting<R> {
+    inner: R,
+    bytes: u64,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+/// Records decoded from what has been read, stored together (one call into the
+/// receiver context per chunk), with the bytes they were decoded from.
+struct Pending<'a, T> {
+    ctx: &'a ReceiverContext<T>,
+    records: Vec<T>,
+    /// Bytes consumed from the socket when the last chunk was stored.
+    stored_at: u64,
+}
+
+impl<T: Data> Pending<'_, T> {
+    /// Stores the records decoded so far; `consumed` is the bytes consumed from the
+    /// socket up to now. May block on the buffer bound: the socket is not read then.
+    fn flush(&mut self, consumed: u64) {
+        if !self.records.is_empty() {
+            let bytes = consumed.saturating_sub(self.stored_at);
+            self.stored_at = consumed;
+            self.ctx
+                .store_all_sized(std::mem::take(&mut self.records), bytes);
+        }
+    }
+
+    /// The most records to decode before storing them (a tenth of the rate limit).
+    fn full(&self) -> bool {
+        let max = self
+            .ctx
+            .rate_limit()
+            .map_or(MAX_CHUNK, |r| (r as usize / 10).clamp(1, MAX_CHUNK));
+        self.records.len() >= max
+    }
+}
+
+/// Bytes consumed from `reader`: read from the socket minus what is still buffered.
+fn consumed(reader: &BufReader<Counting<TcpStream>>) -> u64 {
+    reader.get_ref().bytes - reader.buffer().len() as u64
+}
+
+/// Why decoding stopped: the server closed the connection, or a read failed.
+enum Ended {
+    Eof,
+    Failed(io::Error),
+}
+
+/// A line's bytes (without its `\n`) as a `String`: a `\r` before the `\n` is dropped;
+/// not UTF-8 is [`io::ErrorKind::InvalidData`], as in [`decode_lines`].
+fn line_string(mut line: &[u8]) -> io::Result<String> {
+    if line.last() == Some(&b'\r') {
+        line = &line[..line.len() - 1];
+    }
+    std::str::from_utf8(line).map(str::to_owned).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("a line is not valid UTF-8 ({e})"),
+        )
+    })
+}
+
+/// Decodes records with the user's decoder until the stream ends or breaks.
+fn decode_records<T: Data>(
+    decoder: &(dyn Fn(&mut dyn BufRead) -> io::Result<Option<T>> + Send + Sync),
+    reader: &mut BufReader<Counting<TcpStream>>,
+    pending: &mut Pending<'_, T>,
+    malformed: &mut dyn FnMut(io::Error),
+) -> Ended {
+    let ctx = pending.ctx;
+    loop {
+        if ctx.is_stopped() {
+            return Ended::Eof;
+        }
+        match decoder(&mut *reader) {
+            Ok(Some(record)) => pending.records.push(record),
+            Ok(None) => return Ended::Eof,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => malformed(e),
+            Err(e) => return Ended::Failed(e),
+        }
+        if pending.full() || reader.buffer().is_empty() {
+            pending.flush(consumed(reader));
+        }
+    }
+}
+
+/// Splits UTF-8 lines out of the read buffer until the stream ends or breaks: one
+/// allocation per line, a line cut by the buffer's end carried over.
+fn decode_lines_fast<T: Data>(
+    wrap: fn(String) -> T,
+    reader: &mut BufReader<Counting<TcpStream>>,
+    pending: &mut Pending<'_, T>,
+    malformed: &mut dyn FnMut(io::Error),
+) -> Ended {
+    let ctx = pending.ctx;
+    let mut partial: Vec<u8> = Vec::new();
+    let mut push = |line: &[u8], pending: &mut Pending<'_, T>| match line_string(line) {
+        Ok(l) => pending.records.push(wrap(l)),
+        Err(e) => malformed(e),
+    };
+    loop {
+        if ctx.is_stopped() {
+            return Ended::Eof;
+        }
+        // Bytes consumed before this read; a chunk stored mid-buffer ends at a line.
+        let at = consumed(reader);
+        let buf = match reader.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Ended::Failed(e),
+        };
+        if buf.is_empty() {
+            // A last line without `\n` counts as a line.
+            if !partial.is_empty() {
+                push(&std::mem::take(&mut partial), pending);
+            }
+            return Ended::Eof;
+        }
+        let mut start = 0;
+        if !partial.is_empty() {
+            if let Some(nl) = memchr::memchr(b'\n', buf) {
+                partial.extend_from_slice(&buf[..nl]);
+                push(&std::mem::take(&mut partial), pending);
+                start = nl + 1;
+            }
+        }
+        // The complete lines, up to the last `\n`: checked as UTF-8 in one pass when
+        // they all are, else line by line (a bad line is skipped, the rest kept).
+        let last = if partial.is_empty() {
+            memchr::memrchr(b'\n', &buf[start..]).map(|i| start + i + 1)
+        } else {
+            None
+        };
+        if let Some(end) = last {
+            match std::str::from_utf8(&buf[start..end]) {
+                Ok(text) => {
+                    let mut s = 0;
+                    for nl in memchr::memchr_iter(b'\n', text.as_bytes()) {
+                        let line = &text[s..nl];
+                        let line = line.strip_suffix('\r').unwrap_or(line);
+                        pending.records.push(wrap(line.to_owned()));
+                        s = nl + 1;
+                        if pending.full() {
+                            pending.flush(at + (start + s) as u64);
+                        }
+                    }
+                }
+                Err(_) => {
+                    let mut s = start;
+                    for nl in memchr::memchr_iter(b'\n', &buf[start..end]) {
+                        push(&buf[s..start + nl], pending);
+                        s = start + nl + 1;
+                        if pending.full() {
+                            pending.flush(at + s as u64);
+                        }
+                    }
+                }
+            }
+            start = end;
+        }
+        partial.extend_from_slice(&buf[start..]);
+        let n = buf.len();
+        reader.consume(n);
+        // Bytes of a carried-over partial line count with the chunk that ends it.
+        pending.flush(consumed(reader) - partial.len() as u64);
     }
 }
 
@@ -104,64 +299,53 @@ impl<T: Data> Receiver<T> for SocketReceiver<T> {
         ctx.on_stop(move || {
             let _ = closer.shutdown(Shutdown::Both);
         });
-        let mut reader = BufReader::with_capacity(64 * 1024, stream);
+        let mut reader = BufReader::with_capacity(
+            READ_BUFFER,
+            Counting {
+                inner: stream,
+                bytes: 0,
+            },
+        );
         let mut skipped = 0u64;
-        // Records decoded from what has been read, stored together when the reader's
-        // buffer runs dry (the next decode may block) or the chunk is full.
-        let mut pending: Vec<T> = Vec::new();
-        let flush = |pending: &mut Vec<T>| {
-            if !pending.is_empty() {
-                ctx.store_all(std::mem::take(pending));
+        let mut malformed = |e: io::Error| {
+            skipped += 1;
+            ctx.report_error(EngineError::Malformed {
+                source_name: source.clone(),
+                reason: format!("{e}; skipped (record {skipped} skipped so far)"),
+            });
+        };
+        let mut pending = Pending {
+            ctx,
+            records: Vec::new(),
+            stored_at: 0,
+        };
+        let ended = match &self.decode {
+            Decode::Records(d) => decode_records(&**d, &mut reader, &mut pending, &mut malformed),
+            Decode::Lines(wrap) => {
+                decode_lines_fast(*wrap, &mut reader, &mut pending, &mut malformed)
             }
         };
-        loop {
-            if ctx.is_stopped() {
-                flush(&mut pending);
-                return Ok(());
-            }
-            match (self.decoder)(&mut reader) {
-                Ok(Some(record)) => pending.push(record),
-                Ok(None) => {
-                    flush(&mut pending);
-                    if ctx.is_stopped() {
-                        return Ok(());
-                    }
-                    return Err(EngineError::io(
-                        source,
-                        io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            "the server closed the connection",
-                        ),
-                    ));
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                    skipped += 1;
-                    ctx.report_error(EngineError::Malformed {
-                        source_name: source.clone(),
-                        reason: format!("{e}; skipped (record {skipped} skipped so far)"),
-                    });
-                }
-                Err(e) => {
-                    flush(&mut pending);
-                    if ctx.is_stopped() {
-                        return Ok(());
-                    }
-                    return Err(EngineError::io(source, e));
-                }
-            }
-            let max = ctx
-                .rate_limit()
-                .map_or(MAX_CHUNK, |r| (r as usize / 10).clamp(1, MAX_CHUNK));
-            if pending.len() >= max || reader.buffer().is_empty() {
-                flush(&mut pending);
-            }
+        // What was decoded is stored, also on a stop: nothing read is dropped.
+        pending.flush(reader.get_ref().bytes);
+        if ctx.is_stopped() {
+            return Ok(());
         }
+        let e = match ended {
+            Ended::Eof => io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the server closed the connection",
+            ),
+            Ended::Failed(e) => e,
+        };
+        Err(EngineError::io(source, e))
     }
 }
 
 /// The most records a socket receiver decodes before storing them.
 const MAX_CHUNK: usize = 4096;
+
+/// The socket receiver's read buffer: lines are split out of one read of up to this.
+const READ_BUFFER: usize = 256 * 1024;
 
 impl StreamingContext {
     /// UTF-8 lines from a TCP server at `host:port`, as Spark's `socketTextStream`

@@ -434,4 +434,49 @@ proptest! {
         prop_assert_eq!(got(&totals, t0), expect(n, sl, upto));
         prop_assert_eq!(got(&mws, t0), expect(n, sl, upto));
     }
+
+    #[test]
+    fn fused_flat_map_reduce_by_key_matches_flat_map_then_reduce_by_key(
+        input in prop::collection::vec(
+            prop::collection::vec(prop::collection::vec(0u8..6, 0..5), 0..6), 1..7),
+        parts in 1usize..4,
+    ) {
+        let _g = serial();
+        // Lines of words from a small vocabulary ("w0".."w5"), separated by one or two
+        // spaces.
+        let lines: Vec<Vec<String>> = input
+            .iter()
+            .map(|b| b.iter().map(|ws| {
+                ws.iter().enumerate().map(|(i, w)| format!("{}w{w}", if i % 2 == 0 { " " } else { "  " })).collect()
+            }).collect())
+            .collect();
+        let ssc = context("prop-fused");
+        let s = ssc.queue_stream(lines.clone(), true).unwrap();
+        let seen_in = record(&s);
+        let s = s.repartition(parts).unwrap();
+        let fused = record(&s.flat_map_reduce_by_key(
+            |l: &String, emit: &mut dyn FnMut(&str, u64)| {
+                for w in l.split_whitespace() {
+                    emit(w, 1);
+                }
+            },
+            |a, b| a + b,
+        ).unwrap());
+        let plain = record(&s
+            .flat_map(|l: &String| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>()).unwrap()
+            .map(|w: &String| (w.clone(), 1u64)).unwrap()
+            .reduce_by_key(|a, b| a + b).unwrap());
+        let (t0, n) = run(&ssc, &seen_in);
+        let counts = |i: usize| {
+            let mut c: BTreeMap<String, u64> = BTreeMap::new();
+            for ws in at(&input, i) {
+                for w in ws {
+                    *c.entry(format!("w{w}")).or_default() += 1;
+                }
+            }
+            c.into_iter().collect::<Vec<_>>()
+        };
+        prop_assert_eq!(got(&fused, t0), expect(n, 1, counts));
+        prop_assert_eq!(got(&fused, t0), got(&plain, t0));
+    }
 }

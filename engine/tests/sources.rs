@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use sluice::prelude::*;
 use sluice::{PidConf, ReceiverHandle, SocketReceiver};
+use sluice_testkit::eventually;
 
 /// Contexts are one-per-process; tests that start one run one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -24,20 +25,6 @@ fn conf(name: &str) -> StreamingConf {
         .block_interval(Duration::from_millis(20))
         .parallelism(2)
         .receiver_restart_delay(Duration::from_millis(20))
-}
-
-/// Polls `cond` until it holds or `secs` pass; returns whether it held.
-fn eventually(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// Collects every batch of `s`: (batch time, partitions).
