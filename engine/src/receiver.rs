@@ -861,6 +861,14 @@ impl<T: Data> Input for ReceiverInput<T> {
             std::mem::replace(&mut *b, later)
         };
         self.shared.release_bytes(done.values().sum());
+        // A block queued just as a batch took the queue has its bytes counted after that
+        // batch read the count; they go with the next batch. Once the receiver has
+        // finished and its queue is empty there is no next batch: release them now.
+        if self.drained() {
+            let queued = self.shared.bytes_queued.load(Ordering::SeqCst);
+            let rest = queued.saturating_sub(self.bytes_taken.swap(queued, Ordering::SeqCst));
+            self.shared.release_bytes(rest);
+        }
     }
 
     fn plan_of(&self, t: BatchTime) -> Option<Vec<u8>> {
