@@ -478,7 +478,6 @@ pub fn run(o: &RunOptions) -> Result<Report, String> {
         &ready_rx,
         &mut report,
         &mut sup,
-        batch,
     );
     if let Err(e) = &result {
         report.failure = Some(e.clone());
@@ -602,8 +601,8 @@ fn campaign(
     ready_rx: &mpsc::Receiver<Instant>,
     report: &mut Report,
     sup: &mut Child,
-    batch: Duration,
 ) -> Result<(), String> {
+    let batch = Duration::from_millis(o.batch_ms);
     let faults = schedule(rng, o.kills, loc);
     let t0 = Instant::now();
     let spacing = o.duration.as_secs_f64() / (faults.len() as f64 + 1.0);

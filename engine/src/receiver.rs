@@ -524,7 +524,10 @@ impl<T: Data> Shared<T> {
                 let mut parts: Vec<(Vec<T>, Vec<u8>)> = Vec::new();
                 let mut pending = vec![records];
                 while let Some(chunk) = pending.pop() {
-                    let bytes = encode_block(&chunk, None)?;
+                    // The position goes with the last part (the chunk popped when
+                    // nothing is pending): it is durable only once the whole block is.
+                    let pos = if pending.is_empty() { position } else { None };
+                    let bytes = encode_block(&chunk, pos)?;
                     if bytes.len() <= limit || chunk.len() < 2 {
                         parts.push((chunk, bytes));
                     } else {
@@ -533,11 +536,6 @@ impl<T: Data> Shared<T> {
                         pending.push(second);
                         pending.push(first);
                     }
-                }
-                // The position goes with the last part: it is durable only once the
-                // whole block is.
-                if let (Some(pos), Some(last)) = (position, parts.last_mut()) {
-                    last.1 = encode_block(&last.0, Some(pos))?;
                 }
                 let encoded: Vec<&[u8]> = parts.iter().map(|(_, b)| &b[..]).collect();
                 let appended = match wal.append_batch(&encoded) {
@@ -573,12 +571,9 @@ impl<T: Data> Shared<T> {
         Ok(())
     }
 
-    /// Stores a block from `store_block`/`store_block_at`; an empty block still moves the
-    /// position on (a source may advance without records, e.g. past filtered data).
+    /// Stores a block from `store_counted`; an empty block with a position still moves
+    /// the position on (a source may advance without records, e.g. past filtered data).
     fn store_positioned(&self, records: Vec<T>, position: Option<Vec<u8>>) -> Result<()> {
-        if records.is_empty() && position.is_none() {
-            return Ok(());
-        }
         // Under the cut lock, so positions are stored in the order of their blocks.
         let _g = position.is_some().then(|| lock(&self.cut));
         self.store_block_inner(records, position.as_deref())?;
