@@ -41,6 +41,7 @@ mod error;
 pub mod file_input;
 pub mod graph;
 mod input;
+mod lines;
 pub mod inspect;
 mod listener;
 pub mod output;

@@ -55,6 +55,7 @@ use std::time::{Duration, Instant};
 use crate::context::Input;
 use crate::graph::Env;
 use crate::input::Allocations;
+use crate::lines::PackedLines;
 use crate::rate::{PidRateEstimator, RateController, RateLimiter};
 use crate::{Batch, BatchTime, DStream, Data, EngineError, Result, StreamingContext};
 
@@ -128,7 +129,7 @@ impl<T: Data> ReceiverContext<T> {
         self.shared.wait_for_room();
         self.shared.acquire(1);
         self.shared
-            .buffer_records(std::iter::once(record), std::mem::size_of::<T>() as u64);
+            .buffer_records(Held::Records(vec![record]), std::mem::size_of::<T>() as u64);
         self.shared.received.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -146,7 +147,7 @@ impl<T: Data> ReceiverContext<T> {
         let n = records.len() as u64;
         self.shared.wait_for_room();
         self.shared.acquire(n);
-        self.shared.buffer_records(records, bytes);
+        self.shared.buffer_records(Held::Records(records), bytes);
         self.shared.received.fetch_add(n, Ordering::Relaxed);
     }
 
@@ -259,6 +260,23 @@ impl<T: Data> ReceiverContext<T> {
     }
 }
 
+impl ReceiverContext<String> {
+    /// Stores `lines` (read as `bytes`) like [`ReceiverContext::store_all_sized`] of one
+    /// `String` per line, but packed until a batch takes them (see [`crate::lines`]),
+    /// and clears `lines` for reuse.
+    pub(crate) fn store_lines(&self, lines: &mut PackedLines, bytes: u64) {
+        let n = lines.len() as u64;
+        self.shared.wait_for_room();
+        self.shared.acquire(n);
+        let held = Held::Lines {
+            lines: std::mem::take(lines),
+            unpack: PackedLines::to_strings,
+        };
+        self.shared.buffer_records(held, bytes);
+        self.shared.received.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
 /// What a receiver has done so far; see [`ReceiverHandle::status`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -312,7 +330,7 @@ fn lock<X>(m: &Mutex<X>) -> MutexGuard<'_, X> {
 struct ReceivedBlock<T> {
     /// Per-receiver sequence number.
     id: u64,
-    records: Vec<T>,
+    records: Held<T>,
     /// Where the block is in the receiver WAL (with the WAL on).
     handle: Option<sluice_wal::RecordHandle>,
 }
@@ -328,15 +346,107 @@ struct Stats {
 
 type StopHook = Box<dyn FnOnce() + Send>;
 
+/// Records as a receiver stored them: decoded, or lines of text packed together (a
+/// socket text stream; see [`crate::lines`]), made records when a batch takes them.
+enum Held<T> {
+    Records(Vec<T>),
+    Lines {
+        lines: PackedLines,
+        /// The lines as the stream's records. Only `ReceiverContext<String>` makes
+        /// packed lines, so the records are the lines' `String`s, and the WAL holds
+        /// the lines in the bytes of those records.
+        unpack: fn(&PackedLines) -> Vec<T>,
+    },
+}
+
+impl<T> Default for Held<T> {
+    fn default() -> Self {
+        Held::Records(Vec::new())
+    }
+}
+
+impl<T: Data> Held<T> {
+    fn len(&self) -> usize {
+        match self {
+            Held::Records(v) => v.len(),
+            Held::Lines { lines, .. } => lines.len(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The records, in order.
+    fn into_records(self) -> Vec<T> {
+        match self {
+            Held::Records(v) => v,
+            Held::Lines { lines, unpack } => unpack(&lines),
+        }
+    }
+
+    /// Appends `more` (packed lines stay packed while both are).
+    fn append(&mut self, more: Held<T>, reserve: (usize, usize)) {
+        match (&mut *self, more) {
+            (Held::Records(v), Held::Records(w)) => {
+                if v.capacity() == 0 {
+                    // Grown once to about the last block's size, not doubled up to it.
+                    v.reserve(reserve.0.max(w.len()));
+                }
+                v.extend(w);
+            }
+            (Held::Lines { lines, .. }, Held::Lines { lines: more, .. }) => lines.append(&more),
+            (Held::Records(v), Held::Lines { lines, unpack }) if v.is_empty() => {
+                // Room for about the last block, and an eighth more: a block is cut
+                // a little after it reaches `BLOCK_BYTES`, by a varying amount.
+                let (n, bytes) = (reserve.0 + reserve.0 / 8, reserve.1 + reserve.1 / 8);
+                let mut packed = PackedLines::with_capacity(bytes, n);
+                packed.append(&lines);
+                *self = Held::Lines {
+                    lines: packed,
+                    unpack,
+                };
+            }
+            (_, more) => {
+                // A receiver storing both records and lines: keep their order.
+                let mut v = std::mem::take(self).into_records();
+                v.extend(more.into_records());
+                *self = Held::Records(v);
+            }
+        }
+    }
+
+    /// Splits off the records from `at` on.
+    fn split_off(&mut self, at: usize) -> Held<T> {
+        match self {
+            Held::Records(v) => Held::Records(v.split_off(at)),
+            Held::Lines { lines, unpack } => Held::Lines {
+                lines: lines.split_off(at),
+                unpack: *unpack,
+            },
+        }
+    }
+
+    /// The block as the receiver WAL holds it (see [`encode_block`]).
+    fn encode(&self, position: Option<&[u8]>) -> Result<Vec<u8>> {
+        match self {
+            Held::Records(v) => encode_block(v, position),
+            Held::Lines { lines, .. } => crate::graph::encode(&(position, lines)),
+        }
+    }
+}
+
 /// State shared by the receiver thread, the block generator, the context handle and
 /// the input.
 struct Shared<T> {
     name: String,
     limiter: Arc<RateLimiter>,
     /// Records `store`d since the last cut.
-    buffer: Mutex<Vec<T>>,
-    /// Serialises cuts, so blocks are queued in the order their records were stored.
+    buffer: Mutex<Held<T>>,
+    /// Serialises storing blocks, so they are queued in the order of their WAL records.
     cut: Mutex<()>,
+    /// Blocks cut from the buffer and not yet stored, in order, with their bytes.
+    cuts: Mutex<VecDeque<(Held<T>, u64)>>,
     /// Stored blocks not yet allocated to a batch.
     blocks: Mutex<VecDeque<ReceivedBlock<T>>>,
     next_block: AtomicU64,
@@ -373,8 +483,10 @@ struct Shared<T> {
     bytes_in_buffer: AtomicU64,
     /// The buffer holds `BLOCK_BYTES`: the block generator should cut now.
     cut_soon: AtomicBool,
-    /// The length of the last block cut from the buffer (the next one's capacity).
+    /// The records and bytes of the last block cut from the buffer (the next one's
+    /// capacity).
     last_cut_len: AtomicU64,
+    last_cut_bytes: AtomicU64,
     /// Bytes of the blocks queued so far, counted once a block is queued; a batch
     /// takes what was counted before it took its blocks, so a block's bytes are
     /// released with the batch that processed it or a later one, never earlier.
@@ -382,7 +494,7 @@ struct Shared<T> {
 }
 
 impl<T: Data> Shared<T> {
-    fn buffer(&self) -> MutexGuard<'_, Vec<T>> {
+    fn buffer(&self) -> MutexGuard<'_, Held<T>> {
         lock(&self.buffer)
     }
 
@@ -454,17 +566,22 @@ impl<T: Data> Shared<T> {
     }
 
     /// Appends `records` (of `bytes`) to the buffer, counting them against the bound.
-    fn buffer_records(&self, records: impl IntoIterator<Item = T>, bytes: u64) {
+    /// Once the buffer holds [`BLOCK_BYTES`] it is cut here, on the storing thread, so
+    /// blocks stay about that size also while the block generator is busy writing
+    /// earlier ones to the WAL.
+    fn buffer_records(&self, records: Held<T>, bytes: u64) {
         self.bytes_buffered.fetch_add(bytes, Ordering::SeqCst);
         let mut b = self.buffer();
-        if b.capacity() == 0 {
-            // Grown once to about the last block's size, not doubled up to it.
-            b.reserve(self.last_cut_len.load(Ordering::Relaxed) as usize);
-        }
-        b.extend(records);
+        let reserve = (
+            self.last_cut_len.load(Ordering::Relaxed) as usize,
+            self.last_cut_bytes.load(Ordering::Relaxed) as usize,
+        );
+        b.append(records, reserve);
         let held = self.bytes_in_buffer.fetch_add(bytes, Ordering::SeqCst) + bytes;
-        drop(b);
-        if held >= BLOCK_BYTES && !self.cut_soon.swap(true, Ordering::SeqCst) {
+        if held >= BLOCK_BYTES {
+            self.take_cut(&mut b);
+            drop(b);
+            self.cut_soon.store(true, Ordering::SeqCst);
             self.wake();
         }
     }
@@ -481,102 +598,134 @@ impl<T: Data> Shared<T> {
         }
     }
 
-    /// Cuts the buffer into a block and stores it.
-    fn cut_block(&self) {
-        let _g = lock(&self.cut);
-        let (records, bytes) = {
-            let mut b = self.buffer();
-            let bytes = self.bytes_in_buffer.swap(0, Ordering::SeqCst);
-            (std::mem::take(&mut *b), bytes)
-        };
+    /// Moves what the buffer holds to the blocks cut and not yet stored (called with
+    /// the buffer locked, so cuts are queued in the order of their records).
+    fn take_cut(&self, buffer: &mut Held<T>) {
+        let bytes = self.bytes_in_buffer.swap(0, Ordering::SeqCst);
+        let records = std::mem::take(buffer);
         if records.is_empty() {
+            // Bytes without records are released with the next batch.
+            self.bytes_queued.fetch_add(bytes, Ordering::SeqCst);
             return;
         }
-        let n = records.len();
-        self.last_cut_len.store(n as u64, Ordering::Relaxed);
-        let stored = self.store_block_inner(records, None);
-        // Counted also when the block is lost, so its bytes are released.
+        self.last_cut_len
+            .store(records.len() as u64, Ordering::Relaxed);
+        self.last_cut_bytes.store(bytes, Ordering::Relaxed);
+        lock(&self.cuts).push_back((records, bytes));
+    }
+
+    /// Stores the blocks cut so far, after cutting the buffer into one more if `buffer`
+    /// (the block interval ended; not when woken early by a cut at [`BLOCK_BYTES`]).
+    /// One WAL commit covers them all.
+    fn cut_block(&self, buffer: bool) {
+        let _g = lock(&self.cut);
+        if buffer {
+            let mut b = self.buffer();
+            self.take_cut(&mut b);
+        }
+        let cuts: Vec<(Held<T>, u64)> = lock(&self.cuts).drain(..).collect();
+        if cuts.is_empty() {
+            return;
+        }
+        let bytes: u64 = cuts.iter().map(|(_, b)| b).sum();
+        let n: usize = cuts.iter().map(|(h, _)| h.len()).sum();
+        let stored = self.store_blocks(cuts.into_iter().map(|(h, _)| h).collect(), None);
+        // Counted also when the blocks are lost, so their bytes are released.
         self.bytes_queued.fetch_add(bytes, Ordering::SeqCst);
         if let Err(e) = stored {
             // Buffered records were never acknowledged to anyone: they are lost.
             tracing::error!(receiver = %self.name, records = n, error = %e,
-                "could not store a buffered block; its records are lost");
-            self.note_error(format!("storing a block of {n} buffered records: {e}"));
+                "could not store buffered blocks; their records are lost");
+            self.note_error(format!("storing {n} buffered records: {e}"));
         }
     }
 
     /// The one place every received block passes through on its way to a batch, from
     /// `store_block` (reliable receivers) and from the block generator (buffered
-    /// records). With the receiver write-ahead log on, the WAL append goes here: the
-    /// block is appended and made durable (group commit) before it is queued and before
-    /// this returns, so `store_block` returning `Ok` means durable and a reliable
-    /// receiver acknowledges its source only for durable data (DESIGN.md, durability
-    /// protocol step 1). Nothing else may push to `blocks`.
-    fn store_block_inner(&self, records: Vec<T>, position: Option<&[u8]>) -> Result<()> {
-        let id = self.next_block.fetch_add(1, Ordering::SeqCst);
-        let n = records.len() as u64;
+    /// records), always under the `cut` lock: blocks are queued in the order of their
+    /// WAL records, so a batch that took a block took every block before it in the WAL.
+    /// With the receiver write-ahead log on, the WAL append goes here: each block is
+    /// appended, one commit (group commit) makes them all durable, and only then are
+    /// they queued and does this return, so `store_block` returning `Ok` means durable
+    /// and a reliable receiver acknowledges its source only for durable data
+    /// (DESIGN.md, durability protocol step 1). Nothing else may push to `blocks`.
+    /// `position` goes with the last block.
+    fn store_blocks(&self, blocks: Vec<Held<T>>, position: Option<&[u8]>) -> Result<()> {
+        let n: u64 = blocks.iter().map(|b| b.len() as u64).sum();
+        let count = blocks.len() as u64;
+        let last = blocks.len().saturating_sub(1);
+        let mut queued: Vec<ReceivedBlock<T>> = Vec::with_capacity(blocks.len());
         match &self.wal {
-            // Rule: the block is durable in the WAL (group commit) before it is queued
-            // and before the receiver is told it is stored. A block whose encoding is
-            // larger than a WAL record may be goes in several records (and partitions).
+            // A block whose encoding is larger than a WAL record may be goes in several
+            // records (and partitions).
             Some(wal) => {
                 let limit = (wal.options().max_record_bytes / 2).max(1);
-                let mut parts: Vec<(Vec<T>, Vec<u8>)> = Vec::new();
-                let mut pending = vec![records];
-                while let Some(chunk) = pending.pop() {
-                    // The position goes with the last part (the chunk popped when
-                    // nothing is pending): it is durable only once the whole block is.
-                    let pos = if pending.is_empty() { position } else { None };
-                    let bytes = encode_block(&chunk, pos)?;
-                    if bytes.len() <= limit || chunk.len() < 2 {
-                        parts.push((chunk, bytes));
-                    } else {
-                        let mut first = chunk;
-                        let second = first.split_off(first.len() / 2);
-                        pending.push(second);
-                        pending.push(first);
+                let mut last_lsn = None;
+                for (i, block) in blocks.into_iter().enumerate() {
+                    let id = self.next_block.fetch_add(1, Ordering::SeqCst);
+                    let mut pending = vec![block];
+                    while let Some(chunk) = pending.pop() {
+                        // The position goes with the last part of the last block: it is
+                        // durable only once everything before it is.
+                        let pos = if i == last && pending.is_empty() {
+                            position
+                        } else {
+                            None
+                        };
+                        let bytes = chunk.encode(pos)?;
+                        if bytes.len() <= limit || chunk.len() < 2 {
+                            // Queued for the commit; the encoding is freed at once.
+                            let a = wal.submit(&bytes).map_err(|e| self.wal_failed(e))?;
+                            last_lsn = Some(a.lsn);
+                            queued.push(ReceivedBlock {
+                                id,
+                                records: chunk,
+                                handle: Some(a.handle),
+                            });
+                        } else {
+                            let mut first = chunk;
+                            let second = first.split_off(first.len() / 2);
+                            pending.push(second);
+                            pending.push(first);
+                        }
                     }
                 }
-                let encoded: Vec<&[u8]> = parts.iter().map(|(_, b)| &b[..]).collect();
-                let appended = match wal.append_batch(&encoded) {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // A failed write or fsync poisons the WAL: nothing more can be
-                        // stored in this process. The next batch fails the job, so it
-                        // restarts and recovers the log (a supervisor restarts it).
-                        let msg =
-                            format!("the write-ahead log of receiver {} failed: {e}", self.name);
-                        lock(&self.fatal).get_or_insert(msg);
-                        return Err(e.into());
-                    }
-                };
-                let mut q = lock(&self.blocks);
-                for ((chunk, _), a) in parts.into_iter().zip(appended) {
-                    q.push_back(ReceivedBlock {
-                        id,
-                        records: chunk,
-                        handle: Some(a.handle),
+                if let Some(lsn) = last_lsn {
+                    wal.wait(lsn).map_err(|e| self.wal_failed(e))?;
+                }
+            }
+            None => {
+                for records in blocks {
+                    queued.push(ReceivedBlock {
+                        id: self.next_block.fetch_add(1, Ordering::SeqCst),
+                        records,
+                        handle: None,
                     });
                 }
             }
-            None => lock(&self.blocks).push_back(ReceivedBlock {
-                id,
-                records,
-                handle: None,
-            }),
         }
+        lock(&self.blocks).extend(queued);
         let mut s = lock(&self.stats);
         s.records += n;
-        s.blocks += 1;
+        s.blocks += count;
         Ok(())
+    }
+
+    /// A failed write or fsync poisons the WAL: nothing more can be stored in this
+    /// process. The next batch fails the job, so it restarts and recovers the log (a
+    /// supervisor restarts it).
+    fn wal_failed(&self, e: sluice_wal::WalError) -> EngineError {
+        let msg = format!("the write-ahead log of receiver {} failed: {e}", self.name);
+        lock(&self.fatal).get_or_insert(msg);
+        e.into()
     }
 
     /// Stores a block from `store_counted`; an empty block with a position still moves
     /// the position on (a source may advance without records, e.g. past filtered data).
     fn store_positioned(&self, records: Vec<T>, position: Option<Vec<u8>>) -> Result<()> {
-        // Under the cut lock, so positions are stored in the order of their blocks.
-        let _g = position.is_some().then(|| lock(&self.cut));
-        self.store_block_inner(records, position.as_deref())?;
+        // Under the cut lock: blocks are queued in WAL order, positions in block order.
+        let _g = lock(&self.cut);
+        self.store_blocks(vec![Held::Records(records)], position.as_deref())?;
         if position.is_some() {
             *lock(&self.position) = position;
         }
@@ -667,7 +816,7 @@ fn supervise<T: Data>(shared: Arc<Shared<T>>, mut receiver: Box<dyn Receiver<T>>
         lock(&shared.stats).restarts += 1;
     }
     // What was stored before the stop becomes the last block.
-    shared.cut_block();
+    shared.cut_block(true);
     shared.finished.store(true, Ordering::SeqCst);
     shared.wake();
     tracing::info!(receiver = %shared.name, "receiver stopped");
@@ -685,8 +834,10 @@ fn generate_blocks<T: Data>(shared: Arc<Shared<T>>, interval: Duration) {
             return;
         }
         shared.cut_soon.store(false, Ordering::SeqCst);
-        shared.cut_block();
+        // Woken early, blocks were cut at `BLOCK_BYTES`: store them; the buffer is cut
+        // when the interval ends.
         let now = Instant::now();
+        shared.cut_block(next <= now);
         if next <= now {
             next += interval;
             if next < now {
@@ -747,7 +898,7 @@ impl<T: Data> ReceiverInput<T> {
             }
             old.push(ReceivedBlock {
                 id: u64::MAX,
-                records: decode_block(&bytes)?,
+                records: Held::Records(decode_block(&bytes)?),
                 handle: Some(handle),
             });
         }
@@ -818,7 +969,13 @@ impl<T: Data> Input for ReceiverInput<T> {
             tracing::debug!(receiver = %self.shared.name, time = t.0, from = first.id, to = last.id,
                 "blocks allocated");
         }
-        let parts: Vec<Vec<T>> = blocks.into_iter().map(|b| b.records).collect();
+        // Packed lines become records here, block by block on the CPU pool.
+        let parts: Vec<Vec<T>> = {
+            use rayon::prelude::*;
+            let held: Vec<Held<T>> = blocks.into_iter().map(|b| b.records).collect();
+            env.pool
+                .install(|| held.into_par_iter().map(Held::into_records).collect())
+        };
         let batch = Batch::from_partitions(parts);
         let n = batch.len() as u64;
         if let Some(r) = &self.records {
@@ -1014,8 +1171,9 @@ impl StreamingContext {
         let shared = Arc::new(Shared {
             name,
             limiter,
-            buffer: Mutex::new(Vec::new()),
+            buffer: Mutex::new(Held::default()),
             cut: Mutex::new(()),
+            cuts: Mutex::new(VecDeque::new()),
             blocks: Mutex::new(VecDeque::new()),
             next_block: AtomicU64::new(0),
             stop: AtomicBool::new(false),
@@ -1036,6 +1194,7 @@ impl StreamingContext {
             bytes_in_buffer: AtomicU64::new(0),
             cut_soon: AtomicBool::new(false),
             last_cut_len: AtomicU64::new(0),
+            last_cut_bytes: AtomicU64::new(0),
             bytes_queued: AtomicU64::new(0),
         });
         let alloc = Arc::new(Allocations::default());
@@ -1086,5 +1245,51 @@ mod tests {
             Duration::from_secs(60),
             "never below the base"
         );
+    }
+
+    fn lines(ls: &[&str]) -> Held<String> {
+        let mut p = PackedLines::default();
+        for l in ls {
+            p.push(l);
+        }
+        Held::Lines {
+            lines: p,
+            unpack: PackedLines::to_strings,
+        }
+    }
+
+    fn records(ls: &[&str]) -> Held<String> {
+        Held::Records(ls.iter().map(|l| l.to_string()).collect())
+    }
+
+    #[test]
+    fn held_lines_and_records_append_in_order_and_stay_packed_together() {
+        let mut h = Held::default();
+        h.append(lines(&["a", "b"]), (0, 0));
+        h.append(lines(&["c"]), (4, 64));
+        assert!(
+            matches!(h, Held::Lines { .. }),
+            "lines after lines stay packed"
+        );
+        h.append(records(&["d"]), (0, 0));
+        h.append(lines(&["e", ""]), (0, 0));
+        assert_eq!(h.len(), 6);
+        assert_eq!(h.into_records(), ["a", "b", "c", "d", "e", ""]);
+    }
+
+    #[test]
+    fn a_packed_block_is_in_the_wal_as_its_records_and_splits_anywhere() {
+        let all = ["one", "two 2", "", "drei"];
+        let pos: Option<&[u8]> = Some(b"at 4");
+        let bytes = lines(&all).encode(pos).unwrap();
+        assert_eq!(bytes, records(&all).encode(pos).unwrap());
+        assert_eq!(decode_block::<String>(&bytes).unwrap(), all);
+        for at in 0..=all.len() {
+            let mut first = lines(&all);
+            let second = first.split_off(at);
+            let mut joined = first.into_records();
+            joined.extend(second.into_records());
+            assert_eq!(joined, all, "split at {at}");
+        }
     }
 }

@@ -17,13 +17,15 @@
 //! Memory: the receiver counts the bytes it read against the receiver's buffer bound
 //! (`receiver_max_buffered`); over it, the receiver stops reading until a batch
 //! completes, so the server's writes block (TCP flow control) and nothing is dropped.
-//! `socket_text_stream` splits lines straight out of the read buffer, one allocation
-//! per line.
+//! `socket_text_stream` splits lines straight out of the read buffer into one packed
+//! buffer per block: a line becomes a `String` when a batch takes
+//! its block.
 
 use std::io::{self, BufRead, BufReader, Read};
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
 
+use crate::lines::PackedLines;
 use crate::receiver::{Receiver, ReceiverContext};
 use crate::{DStream, Data, EngineError, Result, StreamingContext};
 
@@ -63,8 +65,9 @@ pub fn decode_lines(r: &mut dyn BufRead) -> io::Result<Option<String>> {
 enum Decode<T> {
     /// A user decoder, one record per call.
     Records(Arc<dyn Fn(&mut dyn BufRead) -> io::Result<Option<T>> + Send + Sync>),
-    /// UTF-8 lines as [`decode_lines`] reads them, split from the read buffer.
-    Lines(fn(String) -> T),
+    /// UTF-8 lines as [`decode_lines`] reads them, split from the read buffer and
+    /// stored packed (only a `String` stream has this; the function stores them).
+    Lines(fn(&ReceiverContext<T>, &mut PackedLines, u64)),
 }
 
 /// A receiver that reads records from a TCP server (see the module docs).
@@ -100,7 +103,7 @@ impl SocketReceiver<String> {
         SocketReceiver {
             host: host.into(),
             port,
-            decode: Decode::Lines(|l| l),
+            decode: Decode::Lines(ReceiverContext::<String>::store_lines),
         }
     }
 }
@@ -119,24 +122,42 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
+/// Records decoded and not yet stored: decoded records, or packed lines.
+trait Chunk {
+    fn count(&self) -> usize;
+}
+
+impl<T> Chunk for Vec<T> {
+    fn count(&self) -> usize {
+        self.len()
+    }
+}
+
+impl Chunk for PackedLines {
+    fn count(&self) -> usize {
+        self.len()
+    }
+}
+
 /// Records decoded from what has been read, stored together (one call into the
 /// receiver context per chunk), with the bytes they were decoded from.
-struct Pending<'a, T> {
+struct Pending<'a, T, C> {
     ctx: &'a ReceiverContext<T>,
-    records: Vec<T>,
+    records: C,
+    /// Stores a chunk (and leaves it empty).
+    store: fn(&ReceiverContext<T>, &mut C, u64),
     /// Bytes consumed from the socket when the last chunk was stored.
     stored_at: u64,
 }
 
-impl<T: Data> Pending<'_, T> {
+impl<T: Data, C: Chunk> Pending<'_, T, C> {
     /// Stores the records decoded so far; `consumed` is the bytes consumed from the
     /// socket up to now. May block on the buffer bound: the socket is not read then.
     fn flush(&mut self, consumed: u64) {
-        if !self.records.is_empty() {
+        if self.records.count() > 0 {
             let bytes = consumed.saturating_sub(self.stored_at);
             self.stored_at = consumed;
-            self.ctx
-                .store_all_sized(std::mem::take(&mut self.records), bytes);
+            (self.store)(self.ctx, &mut self.records, bytes);
         }
     }
 
@@ -146,7 +167,7 @@ impl<T: Data> Pending<'_, T> {
             .ctx
             .rate_limit()
             .map_or(MAX_CHUNK, |r| (r as usize / 10).clamp(1, MAX_CHUNK));
-        self.records.len() >= max
+        self.records.count() >= max
     }
 }
 
@@ -161,13 +182,13 @@ enum Ended {
     Failed(io::Error),
 }
 
-/// A line's bytes (without its `\n`) as a `String`: a `\r` before the `\n` is dropped;
-/// not UTF-8 is [`io::ErrorKind::InvalidData`], as in [`decode_lines`].
-fn line_string(mut line: &[u8]) -> io::Result<String> {
+/// A line's bytes (without its `\n`) as text: a `\r` before the `\n` is dropped; not
+/// UTF-8 is [`io::ErrorKind::InvalidData`], as in [`decode_lines`].
+fn line_str(mut line: &[u8]) -> io::Result<&str> {
     if line.last() == Some(&b'\r') {
         line = &line[..line.len() - 1];
     }
-    std::str::from_utf8(line).map(str::to_owned).map_err(|e| {
+    std::str::from_utf8(line).map_err(|e| {
         io::Error::new(
             io::ErrorKind::InvalidData,
             format!("a line is not valid UTF-8 ({e})"),
@@ -179,7 +200,7 @@ fn line_string(mut line: &[u8]) -> io::Result<String> {
 fn decode_records<T: Data>(
     decoder: &(dyn Fn(&mut dyn BufRead) -> io::Result<Option<T>> + Send + Sync),
     reader: &mut BufReader<Counting<TcpStream>>,
-    pending: &mut Pending<'_, T>,
+    pending: &mut Pending<'_, T, Vec<T>>,
     malformed: &mut dyn FnMut(io::Error),
 ) -> Ended {
     let ctx = pending.ctx;
@@ -200,18 +221,17 @@ fn decode_records<T: Data>(
     }
 }
 
-/// Splits UTF-8 lines out of the read buffer until the stream ends or breaks: one
-/// allocation per line, a line cut by the buffer's end carried over.
+/// Splits UTF-8 lines out of the read buffer into packed lines until the stream ends
+/// or breaks, a line cut by the buffer's end carried over.
 fn decode_lines_fast<T: Data>(
-    wrap: fn(String) -> T,
     reader: &mut BufReader<Counting<TcpStream>>,
-    pending: &mut Pending<'_, T>,
+    pending: &mut Pending<'_, T, PackedLines>,
     malformed: &mut dyn FnMut(io::Error),
 ) -> Ended {
     let ctx = pending.ctx;
     let mut partial: Vec<u8> = Vec::new();
-    let mut push = |line: &[u8], pending: &mut Pending<'_, T>| match line_string(line) {
-        Ok(l) => pending.records.push(wrap(l)),
+    let mut push = |line: &[u8], pending: &mut Pending<'_, T, PackedLines>| match line_str(line) {
+        Ok(l) => pending.records.push(l),
         Err(e) => malformed(e),
     };
     loop {
@@ -254,7 +274,7 @@ fn decode_lines_fast<T: Data>(
                     for nl in memchr::memchr_iter(b'\n', text.as_bytes()) {
                         let line = &text[s..nl];
                         let line = line.strip_suffix('\r').unwrap_or(line);
-                        pending.records.push(wrap(line.to_owned()));
+                        pending.records.push(line);
                         s = nl + 1;
                         if pending.full() {
                             pending.flush(at + (start + s) as u64);
@@ -314,19 +334,31 @@ impl<T: Data> Receiver<T> for SocketReceiver<T> {
                 reason: format!("{e}; skipped (record {skipped} skipped so far)"),
             });
         };
-        let mut pending = Pending {
-            ctx,
-            records: Vec::new(),
-            stored_at: 0,
-        };
+        // What was decoded is stored, also on a stop: nothing read is dropped.
         let ended = match &self.decode {
-            Decode::Records(d) => decode_records(&**d, &mut reader, &mut pending, &mut malformed),
-            Decode::Lines(wrap) => {
-                decode_lines_fast(*wrap, &mut reader, &mut pending, &mut malformed)
+            Decode::Records(d) => {
+                let mut pending = Pending {
+                    ctx,
+                    records: Vec::new(),
+                    store: |ctx, v, bytes| ctx.store_all_sized(std::mem::take(v), bytes),
+                    stored_at: 0,
+                };
+                let ended = decode_records(&**d, &mut reader, &mut pending, &mut malformed);
+                pending.flush(reader.get_ref().bytes);
+                ended
+            }
+            Decode::Lines(store) => {
+                let mut pending = Pending {
+                    ctx,
+                    records: PackedLines::default(),
+                    store: *store,
+                    stored_at: 0,
+                };
+                let ended = decode_lines_fast(&mut reader, &mut pending, &mut malformed);
+                pending.flush(reader.get_ref().bytes);
+                ended
             }
         };
-        // What was decoded is stored, also on a stop: nothing read is dropped.
-        pending.flush(reader.get_ref().bytes);
         if ctx.is_stopped() {
             return Ok(());
         }

@@ -384,7 +384,14 @@ impl Wal {
             .ok_or_else(|| WalError::BadHandle("no active segment".into()))?;
         let offset = st.active_offset;
         match st.queue.last_mut() {
-            Some(c) if c.segment == segment => format::encode_frame(payload, &mut c.bytes),
+            Some(c) if c.segment == segment => {
+                // A large frame grows the chunk by its size, not by doubling it, which
+                // would leave up to the chunk's size allocated and unused.
+                if frame_len >= 1 << 16 {
+                    c.bytes.reserve_exact(frame_len as usize);
+                }
+                format::encode_frame(payload, &mut c.bytes)
+            }
             _ => {
                 let mut bytes = Vec::with_capacity(frame_len as usize);
                 format::encode_frame(payload, &mut bytes);
