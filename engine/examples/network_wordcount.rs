@@ -14,6 +14,7 @@ use std::time::Duration;
 use sluice::prelude::*;
 
 fn main() -> sluice::Result<()> {
+    sluice::tune_allocator();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

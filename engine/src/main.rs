@@ -159,6 +159,7 @@ fn inspect(location: &str, json: bool) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    sluice::tune_allocator();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
