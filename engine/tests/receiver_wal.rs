@@ -279,3 +279,114 @@ fn a_reliable_receiver_resumes_from_the_position_stored_with_its_blocks() {
         "every record exactly once"
     );
 }
+
+/// A TCP server on loopback that sends `text` to its one client, then waits for the
+/// client to close the connection.
+fn serve_once(text: Vec<u8>) -> (u16, std::thread::JoinHandle<()>) {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let h = std::thread::spawn(move || {
+        if let Ok((mut c, _)) = l.accept() {
+            let _ = c.write_all(&text);
+            let mut buf = [0u8; 64];
+            while matches!(c.read(&mut buf), Ok(n) if n > 0) {}
+        }
+    });
+    (port, h)
+}
+
+type SeenLines = Arc<Mutex<BTreeMap<u64, Vec<String>>>>;
+
+/// A socket text stream with the receiver WAL into an idempotent sink that fails once
+/// on the batch holding `fail_on`.
+fn socket_job(
+    dir: &std::path::Path,
+    port: u16,
+    seen: SeenLines,
+    fail_on: Option<&'static str>,
+) -> (StreamingContext, sluice::ReceiverHandle) {
+    let handle = Arc::new(Mutex::new(None));
+    let h2 = handle.clone();
+    let conf = StreamingConf::new("receiver-wal-socket", Duration::from_millis(40))
+        .parallelism(2)
+        .checkpoint(dir.display().to_string())
+        .receiver_wal(true);
+    let failed = Arc::new(AtomicBool::new(false));
+    let ssc = StreamingContext::get_or_create(conf, move |ssc| {
+        let (s, h) =
+            ssc.receiver_stream_with_handle(sluice::SocketReceiver::text("127.0.0.1", port))?;
+        *h2.lock().unwrap() = Some(h);
+        s.foreach_batch(move |b| {
+            let v = b.batch.to_vec();
+            // Fails before recording: the failed batch's lines can only come back
+            // from the WAL.
+            if let Some(line) = fail_on {
+                if v.iter().any(|l| l == line) && !failed.swap(true, Ordering::SeqCst) {
+                    return Err(EngineError::User("the sink failed (simulated)".into()));
+                }
+            }
+            seen.lock().unwrap().insert(b.batch_id(), v);
+            Ok(())
+        })
+    })
+    .unwrap();
+    let h = handle.lock().unwrap().take().unwrap();
+    (ssc, h)
+}
+
+#[test]
+fn socket_lines_in_the_wal_come_back_as_the_same_lines_after_a_failure() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let seen: SeenLines = Arc::default();
+    // Lines of several sizes (empty, multi-byte, CRLF), packed per block on receipt.
+    let first: Vec<String> = (0..3000)
+        .map(|i| match i % 4 {
+            0 => String::new(),
+            1 => format!("l{i} ünï"),
+            _ => format!("l{i} {}", "x".repeat(i % 300)),
+        })
+        .collect();
+    let mut text = Vec::new();
+    for (i, l) in first.iter().enumerate() {
+        text.extend_from_slice(l.as_bytes());
+        text.extend_from_slice(if i % 7 == 0 { b"\r\n" } else { b"\n" });
+    }
+    let (port, server) = serve_once(text);
+    let (ssc, receiver) = socket_job(dir.path(), port, seen.clone(), Some("l1501 ünï"));
+    ssc.start().unwrap();
+    let err = ssc.await_termination().unwrap_err();
+    assert!(err.to_string().contains("simulated"), "{err}");
+    for _ in 0..500 {
+        if receiver.status().finished {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(receiver.status().records_stored, 3000);
+    drop((ssc, receiver));
+    server.join().unwrap();
+
+    // Second life, on a new server: the failed batch and whatever no batch took come
+    // back from the WAL as the lines they were; then two new lines.
+    let (port, server) = serve_once(b"m0\nm1\n".to_vec());
+    let (ssc, _) = socket_job(dir.path(), port, seen.clone(), None);
+    ssc.start().unwrap();
+    let done = || seen.lock().unwrap().values().flatten().any(|l| l == "m1");
+    for _ in 0..500 {
+        if done() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    ssc.stop(true).unwrap();
+    server.join().unwrap();
+    let mut got: Vec<String> = seen.lock().unwrap().values().flatten().cloned().collect();
+    got.sort();
+    let mut want = first;
+    want.extend(["m0".to_string(), "m1".to_string()]);
+    want.sort();
+    assert_eq!(got.len(), want.len(), "every line exactly once");
+    assert_eq!(got, want);
+}
