@@ -365,8 +365,16 @@ fn start_supervisor(
     let exe = std::env::current_exe().map_err(|e| format!("locating sluice-chaos: {e}"))?;
     let log = std::fs::File::create(work.join("driver.log"))
         .map_err(|e| format!("creating driver.log: {e}"))?;
-    Command::new(&exe)
-        .args(["supervise", "--max-restarts", "100000", "--within", "1m"])
+    let mut cmd = Command::new(&exe);
+    // The harness's own settings (`SLUICE_CHAOS_PG`, the campaign's `SLUICE_CHAOS_SEED`)
+    // are not the job's: its `StreamingConf` rejects `SLUICE_*` variables it does not
+    // know, so the driver would fail at every start.
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("SLUICE_CHAOS_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.args(["supervise", "--max-restarts", "100000", "--within", "1m"])
         .args(["--backoff", "50ms..400ms", "--"])
         .arg(&exe)
         .arg("driver")

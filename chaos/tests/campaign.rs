@@ -20,6 +20,9 @@ fn seed() -> u64 {
 fn campaign(kills: u32, duration: u32, checkpoint: Option<&str>) -> serde_json::Value {
     let seed = seed();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice-chaos"));
+    // The database as the README's `SLUICE_CHAOS_PG` names it (the default URL): the
+    // harness's variables must not reach the job, which rejects unknown `SLUICE_*`.
+    cmd.env("SLUICE_CHAOS_PG", "postgres://postgres@127.0.0.1:5432/test");
     cmd.args(["run", "--seed", &seed.to_string()])
         .args(["--kills", &kills.to_string()])
         .args(["--duration", &duration.to_string()]);
