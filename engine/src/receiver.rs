@@ -262,8 +262,8 @@ impl<T: Data> ReceiverContext<T> {
 
 impl ReceiverContext<String> {
     /// Stores `lines` (read as `bytes`) like [`ReceiverContext::store_all_sized`] of one
-    /// `String` per line, but packed until a batch takes them (see [`crate::lines`]),
-    /// and clears `lines` for reuse.
+    /// `String` per line, but packed until a batch takes them (see [`crate::lines`]);
+    /// leaves `lines` empty.
     pub(crate) fn store_lines(&self, lines: &mut PackedLines, bytes: u64) {
         let n = lines.len() as u64;
         self.shared.wait_for_room();
@@ -430,8 +430,8 @@ impl<T: Data> Held<T> {
     /// The block as the receiver WAL holds it (see [`encode_block`]).
     fn encode(&self, position: Option<&[u8]>) -> Result<Vec<u8>> {
         match self {
-            Held::Records(v) => encode_block(v, position),
-            Held::Lines { lines, .. } => crate::graph::encode(&(position, lines)),
+            Held::Records(v) => encode_block(v.as_slice(), position),
+            Held::Lines { lines, .. } => encode_block(lines, position),
         }
     }
 }
@@ -481,7 +481,7 @@ struct Shared<T> {
     bytes_buffered: AtomicU64,
     /// Bytes of the records in `buffer` (changed under its lock).
     bytes_in_buffer: AtomicU64,
-    /// The buffer holds `BLOCK_BYTES`: the block generator should cut now.
+    /// Blocks were cut at `BLOCK_BYTES`: the block generator should store them now.
     cut_soon: AtomicBool,
     /// The records and bytes of the last block cut from the buffer (the next one's
     /// capacity).
@@ -1076,8 +1076,12 @@ impl<T: Data> Input for ReceiverInput<T> {
 
 /// A block as the receiver WAL holds it: the source position stored with it (if any),
 /// then its records. The position comes first, so a scan reads it without decoding the
-/// records.
-fn encode_block<T: Data>(records: &[T], position: Option<&[u8]>) -> Result<Vec<u8>> {
+/// records. `records` serialises as a sequence of the stream's records (a slice, or
+/// packed lines standing for `String`s).
+fn encode_block<R: serde::Serialize + ?Sized>(
+    records: &R,
+    position: Option<&[u8]>,
+) -> Result<Vec<u8>> {
     crate::graph::encode(&(position, records))
 }
 

@@ -18,8 +18,7 @@
 //! (`receiver_max_buffered`); over it, the receiver stops reading until a batch
 //! completes, so the server's writes block (TCP flow control) and nothing is dropped.
 //! `socket_text_stream` splits lines straight out of the read buffer into one packed
-//! buffer per block: a line becomes a `String` when a batch takes
-//! its block.
+//! buffer per block: a line becomes a `String` when a batch takes its block.
 
 use std::io::{self, BufRead, BufReader, Read};
 use std::net::{Shutdown, TcpStream};
