@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sluice::prelude::*;
+use sluice_testkit::eventually;
 
 /// Stores `before` at once; then, if `after` is not empty, waits until the context
 /// stops (the sink fails) and stores `after`: blocks durable in the WAL that no batch
@@ -43,37 +44,47 @@ type Seen = Arc<Mutex<BTreeMap<u64, Vec<u32>>>>;
 /// One active context per process: tests that start one take turns.
 static SERIAL: Mutex<()> = Mutex::new(());
 
+/// A job named `name` with the receiver WAL at `dir`: `receiver`'s stream into `sink`.
+fn wal_job<T: Data>(
+    dir: &std::path::Path,
+    name: &str,
+    receiver: impl Receiver<T>,
+    sink: impl Fn(&sluice::BatchContext<'_, T>) -> sluice::Result<()> + Send + Sync + 'static,
+) -> (StreamingContext, sluice::ReceiverHandle) {
+    let handle = Arc::new(Mutex::new(None));
+    let h2 = handle.clone();
+    let conf = StreamingConf::new(name, Duration::from_millis(40))
+        .parallelism(2)
+        .checkpoint(dir.display().to_string())
+        .receiver_wal(true);
+    let ssc = StreamingContext::get_or_create(conf, move |ssc| {
+        let (s, h) = ssc.receiver_stream_with_handle(receiver)?;
+        *h2.lock().unwrap() = Some(h);
+        s.foreach_batch(sink)
+    })
+    .unwrap();
+    let h = handle.lock().unwrap().take().unwrap();
+    (ssc, h)
+}
+
 fn job(
     dir: &std::path::Path,
     blocks: Blocks,
     seen: Seen,
     fail_once: Option<Arc<AtomicBool>>,
 ) -> (StreamingContext, sluice::ReceiverHandle) {
-    let handle = Arc::new(Mutex::new(None));
-    let h2 = handle.clone();
-    let conf = StreamingConf::new("receiver-wal", Duration::from_millis(40))
-        .parallelism(2)
-        .checkpoint(dir.display().to_string())
-        .receiver_wal(true);
-    let ssc = StreamingContext::get_or_create(conf, move |ssc| {
-        let (s, h) = ssc.receiver_stream_with_handle(blocks)?;
-        *h2.lock().unwrap() = Some(h);
-        s.foreach_batch(move |b| {
-            let mut v = b.batch.to_vec();
-            v.sort();
-            // Idempotent by batch id: a replayed batch overwrites its own entry.
-            seen.lock().unwrap().insert(b.batch_id(), v.clone());
-            if let Some(f) = &fail_once {
-                if v.contains(&25) && !f.swap(true, Ordering::SeqCst) {
-                    return Err(EngineError::User("the sink failed (simulated)".into()));
-                }
+    wal_job(dir, "receiver-wal", blocks, move |b| {
+        let mut v = b.batch.to_vec();
+        v.sort();
+        // Idempotent by batch id: a replayed batch overwrites its own entry.
+        seen.lock().unwrap().insert(b.batch_id(), v.clone());
+        if let Some(f) = &fail_once {
+            if v.contains(&25) && !f.swap(true, Ordering::SeqCst) {
+                return Err(EngineError::User("the sink failed (simulated)".into()));
             }
-            Ok(())
-        })
+        }
+        Ok(())
     })
-    .unwrap();
-    let h = handle.lock().unwrap().take().unwrap();
-    (ssc, h)
 }
 
 #[test]
@@ -306,33 +317,20 @@ fn socket_job(
     seen: SeenLines,
     fail_on: Option<&'static str>,
 ) -> (StreamingContext, sluice::ReceiverHandle) {
-    let handle = Arc::new(Mutex::new(None));
-    let h2 = handle.clone();
-    let conf = StreamingConf::new("receiver-wal-socket", Duration::from_millis(40))
-        .parallelism(2)
-        .checkpoint(dir.display().to_string())
-        .receiver_wal(true);
-    let failed = Arc::new(AtomicBool::new(false));
-    let ssc = StreamingContext::get_or_create(conf, move |ssc| {
-        let (s, h) =
-            ssc.receiver_stream_with_handle(sluice::SocketReceiver::text("127.0.0.1", port))?;
-        *h2.lock().unwrap() = Some(h);
-        s.foreach_batch(move |b| {
-            let v = b.batch.to_vec();
-            // Fails before recording: the failed batch's lines can only come back
-            // from the WAL.
-            if let Some(line) = fail_on {
-                if v.iter().any(|l| l == line) && !failed.swap(true, Ordering::SeqCst) {
-                    return Err(EngineError::User("the sink failed (simulated)".into()));
-                }
+    let failed = AtomicBool::new(false);
+    let receiver = sluice::SocketReceiver::text("127.0.0.1", port);
+    wal_job(dir, "receiver-wal-socket", receiver, move |b| {
+        let v = b.batch.to_vec();
+        // Fails before recording: the failed batch's lines can only come back from
+        // the WAL.
+        if let Some(line) = fail_on {
+            if v.iter().any(|l| l == line) && !failed.swap(true, Ordering::SeqCst) {
+                return Err(EngineError::User("the sink failed (simulated)".into()));
             }
-            seen.lock().unwrap().insert(b.batch_id(), v);
-            Ok(())
-        })
+        }
+        seen.lock().unwrap().insert(b.batch_id(), v);
+        Ok(())
     })
-    .unwrap();
-    let h = handle.lock().unwrap().take().unwrap();
-    (ssc, h)
 }
 
 #[test]
@@ -358,12 +356,7 @@ fn socket_lines_in_the_wal_come_back_as_the_same_lines_after_a_failure() {
     ssc.start().unwrap();
     let err = ssc.await_termination().unwrap_err();
     assert!(err.to_string().contains("simulated"), "{err}");
-    for _ in 0..500 {
-        if receiver.status().finished {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    assert!(eventually(5, || receiver.status().finished));
     assert_eq!(receiver.status().records_stored, 3000);
     drop((ssc, receiver));
     server.join().unwrap();
@@ -373,13 +366,12 @@ fn socket_lines_in_the_wal_come_back_as_the_same_lines_after_a_failure() {
     let (port, server) = serve_once(b"m0\nm1\n".to_vec());
     let (ssc, _) = socket_job(dir.path(), port, seen.clone(), None);
     ssc.start().unwrap();
-    let done = || seen.lock().unwrap().values().flatten().any(|l| l == "m1");
-    for _ in 0..500 {
-        if done() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    assert!(eventually(5, || seen
+        .lock()
+        .unwrap()
+        .values()
+        .flatten()
+        .any(|l| l == "m1")));
     ssc.stop(true).unwrap();
     server.join().unwrap();
     let mut got: Vec<String> = seen.lock().unwrap().values().flatten().cloned().collect();
