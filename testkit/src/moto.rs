@@ -1,39 +1,22 @@
-//! Test support shared by the sluice crates' tests.
+//! [moto](https://github.com/getmoto/moto) in server mode: a real, local
+//! S3-compatible server on a free loopback port, so checkpoint and object-store code
+//! is tested against real HTTP instead of mocks.
 //!
-//! The main item is [`MotoServer`]: a real, local S3-compatible server
-//! ([moto](https://github.com/getmoto/moto) in server mode) started as a child
-//! process on a free loopback port, so checkpoint/object-store code can be tested
-//! against real HTTP instead of mocks. It is killed when the handle is dropped.
-//!
-//! ```no_run
-//! use sluice_testkit::{s3_env, MotoServer};
-//!
-//! let moto = MotoServer::start().expect("moto");   // fails (never skips) if moto is missing
-//! moto.create_bucket("checkpoints").unwrap();
-//! // Settings for an S3 client (object_store's AmazonS3Builder, a child process, ...):
-//! for (key, value) in s3_env(&moto, "checkpoints") {
-//!     println!("{key}={value}"); // AWS_ENDPOINT=http://127.0.0.1:PORT, AWS_REGION=us-east-1, ...
-//! }
-//! ```
-//!
-//! Requirements: `python3` with `moto[server]` installed. `scripts/ensure-deps.sh`
-//! installs it. If it is missing, [`MotoServer::start`] returns an error that says
-//! so; tests using it then fail rather than silently pass. The interpreter can be
-//! overridden with the `SLUICE_PYTHON` environment variable.
-//!
-//! Only `std` and `tempfile` are used: no async runtime, no HTTP client, no
-//! object_store, so any crate can take this as a dev-dependency cheaply.
+//! Requirements: `python3` with `moto[server]` (`scripts/ensure-deps.sh` installs it;
+//! `SLUICE_TEST_PYTHON` names another interpreter). If it is missing, [`MotoServer::start`]
+//! returns an error that says so; tests using it then fail rather than silently pass.
 
 use std::fmt::Write as _;
-use std::fs::File;
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use tempfile::TempDir;
+use nix::sys::signal::Signal;
+
+use crate::process::{RunningServer, ServerProcess};
+use crate::with_free_ports;
 
 /// Region to configure clients with.
 pub const REGION: &str = "us-east-1";
@@ -43,41 +26,25 @@ pub const ACCESS_KEY_ID: &str = "test";
 pub const SECRET_ACCESS_KEY: &str = "test";
 
 /// How long [`MotoServer::start`] waits for the server to answer HTTP.
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
-/// Port-race retries (we release the probed port before moto binds it).
-const START_ATTEMPTS: usize = 3;
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Timeout for a single request made through [`MotoServer::request`].
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
 const ENSURE_DEPS_HINT: &str =
     "run `scripts/ensure-deps.sh` (installs python3 and moto[server]) and retry";
 
-/// Runs `python -m moto.server ARGS` (via runpy, exactly what `-m` does), plus a
-/// watchdog thread that exits when the parent (the test process) dies, so a test
-/// binary killed without unwinding (timeout, SIGKILL) does not leak moto servers.
-const LAUNCHER: &str = r#"
-import os, runpy, sys, threading, time
-parent = os.getppid()
-def _watch():
-    while True:
-        time.sleep(0.5)
-        if os.getppid() != parent:
-            os._exit(0)
-threading.Thread(target=_watch, daemon=True).start()
-sys.argv = ["moto.server"] + sys.argv[1:]
-runpy.run_module("moto.server", run_name="__main__", alter_sys=True)
-"#;
-
 /// A moto S3 server running as a child process on `127.0.0.1:<free port>`.
 ///
-/// Dropping the handle kills the server (by its PID) and reaps it.
+/// Dropping the handle stops the server (by its PID) and reaps it. Port, process and
+/// directory: see [`RunningServer`].
 #[derive(Debug)]
-pub struct MotoServer {
-    child: Child,
-    port: u16,
-    log_path: PathBuf,
-    // Holds the log file; removed on drop.
-    _dir: TempDir,
+pub struct MotoServer(RunningServer);
+
+impl std::ops::Deref for MotoServer {
+    type Target = RunningServer;
+    fn deref(&self) -> &RunningServer {
+        &self.0
+    }
 }
 
 /// A parsed HTTP response from [`MotoServer::request`].
@@ -107,91 +74,55 @@ impl HttpResponse {
 }
 
 impl MotoServer {
-    /// Starts a moto server on a free loopback port and waits (up to ~20 s) until
-    /// it answers HTTP.
+    /// Starts a moto server on a free loopback port and waits until it answers HTTP.
     ///
     /// Errors (never skips) if `python3` or moto is missing; the message says to
     /// run `scripts/ensure-deps.sh`.
     pub fn start() -> io::Result<MotoServer> {
         let python = python();
         check_moto_installed(&python)?;
-
-        let dir = tempfile::Builder::new().prefix("sluice-moto-").tempdir()?;
-        let log_path = dir.path().join("moto.log");
-        let mut last_err = None;
-        for _ in 0..START_ATTEMPTS {
-            let port = free_port()?;
-            let log = File::create(&log_path)?;
-            let mut child = Command::new(&python)
-                .arg("-c")
-                .arg(LAUNCHER)
-                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-                .env("PYTHONUNBUFFERED", "1")
-                .stdin(Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log)
-                .spawn()
-                .map_err(|e| missing_error(&python, &e.to_string()))?;
-            match wait_ready(&mut child, port) {
-                Ok(()) => {
-                    return Ok(MotoServer {
-                        child,
-                        port,
-                        log_path,
-                        _dir: dir,
-                    })
-                }
-                Err(Startup::Exited(status)) => {
-                    let log = read_log_tail(&log_path);
-                    let err = io::Error::other(format!(
-                        "moto server exited during startup ({status}) on port {port}; log:\n{log}"
-                    ));
-                    if log.contains("Address already in use") {
-                        last_err = Some(err); // lost the port race: retry on another port
-                        continue;
-                    }
-                    return Err(err);
-                }
-                Err(Startup::TimedOut) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!(
-                            "moto server did not answer on 127.0.0.1:{port} within {:?}; log:\n{}",
-                            STARTUP_TIMEOUT,
-                            read_log_tail(&log_path)
-                        ),
-                    ));
-                }
-                Err(Startup::Io(e)) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(e);
-                }
-            }
-        }
-        Err(last_err.unwrap_or_else(|| io::Error::other("moto server failed to start")))
+        with_free_ports(|port| {
+            let dir = tempfile::Builder::new().prefix("sluice-moto-").tempdir()?;
+            let mut cmd = Command::new(&python);
+            cmd.args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .env("PYTHONUNBUFFERED", "1");
+            let process = ServerProcess::spawn(
+                "moto",
+                cmd,
+                &dir.path().join("moto.log"),
+                Signal::SIGKILL,
+                Some(dir.path()),
+            )?;
+            process.wait_ready(STARTUP_TIMEOUT, || Ok(answers_http(port)))?;
+            Ok(MotoServer(RunningServer::new(process, port, dir)))
+        })
     }
 
     /// Base URL of the server, `http://127.0.0.1:PORT` (path-style S3 endpoint).
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// The TCP port the server listens on.
-    pub fn port(&self) -> u16 {
-        self.port
+        format!("http://127.0.0.1:{}", self.port())
     }
 
     /// OS process id of the server.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process().pid()
     }
 
     /// The server's combined stdout/stderr log (useful when a test fails).
     pub fn log_path(&self) -> &Path {
-        &self.log_path
+        self.process().log_path()
+    }
+
+    /// See [`RunningServer::detach`].
+    pub fn detach(self) -> (u32, std::path::PathBuf) {
+        self.0.detach()
     }
 
     /// Creates bucket `name` (`PUT /name`); errors unless the server answers 200.
@@ -224,7 +155,7 @@ impl MotoServer {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> io::Result<HttpResponse> {
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port()));
         let mut stream = TcpStream::connect_timeout(&addr, REQUEST_TIMEOUT)?;
         stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
         stream.set_write_timeout(Some(REQUEST_TIMEOUT))?;
@@ -235,7 +166,7 @@ impl MotoServer {
              Authorization: AWS4-HMAC-SHA256 Credential={ACCESS_KEY_ID}/20240101/{REGION}/s3/aws4_request, \
              SignedHeaders=host, Signature=0000000000000000000000000000000000000000000000000000000000000000\r\n\
              x-amz-date: 20240101T000000Z\r\nx-amz-content-sha256: UNSIGNED-PAYLOAD\r\n",
-            port = self.port,
+            port = self.port(),
             len = body.len(),
         );
         if !headers
@@ -255,13 +186,6 @@ impl MotoServer {
         let mut raw = Vec::new();
         stream.read_to_end(&mut raw)?;
         parse_response(&raw)
-    }
-}
-
-impl Drop for MotoServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -296,7 +220,7 @@ pub fn s3_env(server: &MotoServer, bucket: &str) -> Vec<(String, String)> {
 // ---------------------------------------------------------------------------
 
 fn python() -> String {
-    std::env::var("SLUICE_PYTHON")
+    std::env::var("SLUICE_TEST_PYTHON")
         .ok()
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "python3".to_owned())
@@ -326,34 +250,6 @@ fn check_moto_installed(python: &str) -> io::Result<()> {
     Err(missing_error(python, last))
 }
 
-/// Binds 127.0.0.1:0 to let the OS choose a free port, then releases it.
-fn free_port() -> io::Result<u16> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
-    Ok(listener.local_addr()?.port())
-}
-
-enum Startup {
-    Exited(ExitStatus),
-    TimedOut,
-    Io(io::Error),
-}
-
-fn wait_ready(child: &mut Child, port: u16) -> Result<(), Startup> {
-    let deadline = Instant::now() + STARTUP_TIMEOUT;
-    loop {
-        if let Some(status) = child.try_wait().map_err(Startup::Io)? {
-            return Err(Startup::Exited(status));
-        }
-        if answers_http(port) {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            return Err(Startup::TimedOut);
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// True if something on `port` answers a raw `GET / HTTP/1.0` with an HTTP status line.
 fn answers_http(port: u16) -> bool {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
@@ -369,12 +265,6 @@ fn answers_http(port: u16) -> bool {
     }
     let mut buf = [0u8; 5];
     s.read_exact(&mut buf).is_ok() && &buf == b"HTTP/"
-}
-
-fn read_log_tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
 fn parse_response(raw: &[u8]) -> io::Result<HttpResponse> {
@@ -427,21 +317,6 @@ fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
         }
         out.extend_from_slice(data.get(..size)?);
         data = data.get(size + 2..)?;
-    }
-}
-
-/// Polls `cond` every 10 ms until it holds or `secs` pass; returns whether it held.
-/// For waiting on a background thread in a test, never for timing assertions.
-pub fn eventually(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
-    loop {
-        if cond() {
-            return true;
-        }
-        if std::time::Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
 
