@@ -1,8 +1,13 @@
-#!/usr/bin/env bash
 # Install what a fresh Debian machine lacks to build and test sluice:
-#   - clang + libclang-dev (apt)         : bindgen for rocksdb
-#   - rustfmt + clippy (rustup)          : .ci/run
-#   - python3 + moto[server] (apt / pip) : the S3 stand-in used by tests (sluice-testkit)
+#   - clang + libclang-dev (apt)            : bindgen for rocksdb
+#   - rustfmt + clippy (rustup)             : .ci/run
+#   - postgresql, mariadb-server, redis-server (apt): the servers the tests start
+#     (sluice-testkit starts its own instances on free loopback ports; nothing is
+#     started here)
+#   - java + maven (apt, only if missing)   : the Kafka broker the tests start
+#   - the Apache Kafka jars (Maven Central) : scripts/kafka/pom.xml, copied once into
+#     $HOME/.cache/sluice/kafka-<version>/libs (SLUICE_TEST_KAFKA_LIBS overrides)
+#   - python3 + moto[server] (apt / pip)    : the S3 server used by tests
 #
 # Idempotent and fast when everything is present (no network, no root needed).
 # Prints one line per thing it installs. Can be executed or sourced (it defines
@@ -31,14 +36,21 @@ sluice_ensure_deps() {
         return 1
     }
 
+    # Whether moto's server can be imported (found without importing it: fast).
+    _sluice_has_moto() {
+        python3 -c 'import importlib.util as u, sys; sys.exit(0 if u.find_spec("moto") and u.find_spec("flask") else 1)' \
+            >/dev/null 2>&1
+    }
+
     # ---- apt packages -------------------------------------------------------
     local missing=() pkg
     if command -v dpkg-query >/dev/null 2>&1; then
-        local want=(clang libclang-dev)
+        local want=(clang libclang-dev postgresql mariadb-server redis-server)
+        command -v java >/dev/null 2>&1 || want+=(openjdk-17-jre-headless)
+        command -v mvn >/dev/null 2>&1 || want+=(maven)
         if ! command -v python3 >/dev/null 2>&1; then
             want+=(python3 python3-pip)
-        elif ! python3 -c 'import moto.server, flask' >/dev/null 2>&1 \
-            && ! python3 -m pip --version >/dev/null 2>&1; then
+        elif ! _sluice_has_moto && ! python3 -m pip --version >/dev/null 2>&1; then
             want+=(python3-pip)
         fi
         for pkg in "${want[@]}"; do
@@ -76,7 +88,7 @@ sluice_ensure_deps() {
     fi
 
     # ---- moto (S3 stand-in for tests) ---------------------------------------
-    if ! python3 -c 'import moto.server, flask' >/dev/null 2>&1; then
+    if ! _sluice_has_moto; then
         echo "ensure-deps: installing moto[server] (pip)"
         local pipargs=(install --quiet 'moto[server]')
         if ! python3 -m pip "${pipargs[@]}" >>"$log" 2>&1; then
@@ -92,8 +104,25 @@ sluice_ensure_deps() {
             || { _sluice_fail "moto installed but 'import moto.server, flask' still fails"; return 1; }
     fi
 
+    # ---- Apache Kafka jars (the broker the tests start) -----------------------
+    local kafka_version kafka_libs pom
+    pom="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/kafka/pom.xml"
+    kafka_version="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$pom")"
+    kafka_libs="${SLUICE_TEST_KAFKA_LIBS:-$HOME/.cache/sluice/kafka-$kafka_version/libs}"
+    if [ ! -f "$kafka_libs/.complete" ]; then
+        echo "ensure-deps: fetching the Apache Kafka $kafka_version jars into $kafka_libs (mvn)"
+        rm -rf "$kafka_libs.tmp"
+        mvn -q -B -f "$pom" dependency:copy-dependencies -DincludeScope=runtime \
+            -DoutputDirectory="$kafka_libs.tmp" >>"$log" 2>&1 \
+            || { _sluice_fail "mvn dependency:copy-dependencies (Kafka $kafka_version)"; return 1; }
+        touch "$kafka_libs.tmp/.complete"
+        rm -rf "$kafka_libs"
+        mkdir -p "$(dirname "$kafka_libs")"
+        mv "$kafka_libs.tmp" "$kafka_libs"
+    fi
+
     rm -f "$log"
-    unset -f _sluice_as_root _sluice_fail
+    unset -f _sluice_as_root _sluice_fail _sluice_has_moto
     return 0
 }
 
