@@ -29,7 +29,9 @@ pub struct RunOptions {
     /// the run (behind the fault proxy); anything else: that location.
     pub checkpoint: Option<String>,
     pub batch_ms: u64,
-    pub pg: String,
+    /// The PostgreSQL database the job writes to; `None`: a server started for the
+    /// run by `sluice_testkit` (stopped when the run ends).
+    pub pg: Option<String>,
     /// Keep the work directory (it is kept anyway when the run fails).
     pub work: Option<PathBuf>,
 }
@@ -319,7 +321,7 @@ fn pg_connect(url: &str) -> Result<postgres::Client, String> {
     postgres::Client::connect(url, postgres::NoTls).map_err(|e| {
         format!(
             "PostgreSQL is not reachable at {url}: {e} (the reference job writes to it; \
-             start it or pass --pg URL)"
+             start it, or leave out --pg and SLUICE_CHAOS_PG to have one started)"
         )
     })
 }
@@ -361,6 +363,7 @@ fn start_supervisor(
     loc: &Location,
     broker: &Broker,
     table: &str,
+    pg: &str,
 ) -> Result<Child, String> {
     let exe = std::env::current_exe().map_err(|e| format!("locating sluice-chaos: {e}"))?;
     let log = std::fs::File::create(work.join("driver.log"))
@@ -383,7 +386,7 @@ fn start_supervisor(
         .args(["--checkpoint", &loc.url])
         .args(["--batch-ms", &o.batch_ms.to_string()])
         .args(["--broker", broker.addr()])
-        .args(["--pg", &o.pg])
+        .args(["--pg", pg])
         .args(["--table", table])
         .envs(loc.env.iter().map(|(k, v)| (k, v)))
         .env(
@@ -419,8 +422,16 @@ pub fn run(o: &RunOptions) -> Result<Report, String> {
     let mut fault_rng = root.fork(2);
 
     let loc = location(o, &work_dir)?;
+    let (pg_url, _pg_server) = match &o.pg {
+        Some(url) => (url.clone(), None),
+        None => {
+            let server = sluice_testkit::PostgresServer::start()
+                .map_err(|e| format!("starting PostgreSQL for the run (or pass --pg URL): {e}"))?;
+            (server.url(), Some(server))
+        }
+    };
     let table = format!("chaos_{}_{}", o.seed, std::process::id());
-    let mut pg = pg_connect(&o.pg)?;
+    let mut pg = pg_connect(&pg_url)?;
     pg.batch_execute(&format!(
         "DROP TABLE IF EXISTS {table}; DROP TABLE IF EXISTS {table}_markers; \
          CREATE TABLE {table} (batch_ms BIGINT NOT NULL, word TEXT NOT NULL, n BIGINT NOT NULL)"
@@ -440,7 +451,7 @@ pub fn run(o: &RunOptions) -> Result<Report, String> {
         std::thread::spawn(move || produce(input_rng, dir, b, orc, stop))
     };
 
-    let mut sup = start_supervisor(o, &work_dir, &loc, &broker, &table)?;
+    let mut sup = start_supervisor(o, &work_dir, &loc, &broker, &table, &pg_url)?;
     let seen: Arc<Mutex<Seen>> = Arc::default();
     let (ready_tx, ready_rx) = mpsc::channel::<Instant>();
     {

@@ -42,7 +42,7 @@ enum Cmd {
         #[arg(long, default_value_t = 200)]
         batch_ms: u64,
         /// The PostgreSQL database the job writes to (default: `SLUICE_CHAOS_PG`, else
-        /// postgres://postgres@127.0.0.1:5432/test).
+        /// a PostgreSQL server started for the run on a free loopback port).
         #[arg(long)]
         pg: Option<String>,
         /// Work directory to use and keep (default: a temporary one, kept on failure).
@@ -77,9 +77,11 @@ fn main() -> ExitCode {
                 eprintln!("sluice-chaos: --duration and --batch-ms must be positive");
                 return ExitCode::from(2);
             }
-            let pg = pg
-                .or_else(|| std::env::var("SLUICE_CHAOS_PG").ok())
-                .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/test".into());
+            let pg = pg.or_else(|| {
+                std::env::var("SLUICE_CHAOS_PG")
+                    .ok()
+                    .filter(|v| !v.is_empty())
+            });
             let opts = harness::RunOptions {
                 seed,
                 kills,

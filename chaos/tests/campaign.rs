@@ -17,12 +17,22 @@ fn seed() -> u64 {
         })
 }
 
-fn campaign(kills: u32, duration: u32, checkpoint: Option<&str>) -> serde_json::Value {
+/// Runs a campaign. `pg_from_env`: name this process's PostgreSQL in `SLUICE_CHAOS_PG`
+/// as the README offers (the harness's variables must not reach the job, which rejects
+/// unknown `SLUICE_*`); otherwise the harness starts a server of its own, as on a bare
+/// machine.
+fn campaign(
+    kills: u32,
+    duration: u32,
+    checkpoint: Option<&str>,
+    pg_from_env: bool,
+) -> serde_json::Value {
     let seed = seed();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice-chaos"));
-    // The database as the README's `SLUICE_CHAOS_PG` names it (the default URL): the
-    // harness's variables must not reach the job, which rejects unknown `SLUICE_*`.
-    cmd.env("SLUICE_CHAOS_PG", "postgres://postgres@127.0.0.1:5432/test");
+    cmd.env_remove("SLUICE_CHAOS_PG");
+    if pg_from_env {
+        cmd.env("SLUICE_CHAOS_PG", sluice_testkit::postgres_url());
+    }
     cmd.args(["run", "--seed", &seed.to_string()])
         .args(["--kills", &kills.to_string()])
         .args(["--duration", &duration.to_string()]);
@@ -55,7 +65,7 @@ fn campaign(kills: u32, duration: u32, checkpoint: Option<&str>) -> serde_json::
 
 #[test]
 fn local_checkpoint_survives_kills_pauses_and_disk_faults() {
-    let v = campaign(12, 45, None);
+    let v = campaign(12, 45, None, true);
     for k in ["sigstop", "fsync_fail", "torn_write", "enospc"] {
         assert!(v["faults"][k].as_u64().unwrap_or(0) >= 1, "{k}: {v}");
     }
@@ -63,7 +73,7 @@ fn local_checkpoint_survives_kills_pauses_and_disk_faults() {
 
 #[test]
 fn s3_checkpoint_survives_kills_pauses_and_object_store_faults() {
-    let v = campaign(10, 45, Some("s3"));
+    let v = campaign(10, 45, Some("s3"), false);
     for k in ["sigstop", "s3_outage", "s3_latency"] {
         assert!(v["faults"][k].as_u64().unwrap_or(0) >= 1, "{k}: {v}");
     }

@@ -1,8 +1,7 @@
-//! The exactly-once sinks against the real servers on this machine: PostgreSQL
-//! (127.0.0.1:5432, user postgres, db test), MariaDB (127.0.0.1:3306, root, db test)
-//! and Redis (127.0.0.1:6379). Override with SLUICE_TEST_POSTGRES_URL,
-//! SLUICE_TEST_MYSQL_URL, SLUICE_TEST_REDIS_URL. A missing server fails the test (with
-//! the command that starts it); it never skips.
+//! The exactly-once sinks against real servers: PostgreSQL, MariaDB and Redis, each
+//! started for this test process by `sluice_testkit` on a free loopback port (or the
+//! ones SLUICE_TEST_POSTGRES_URL, SLUICE_TEST_MYSQL_URL, SLUICE_TEST_REDIS_URL name).
+//! A server that cannot start fails the test with its command and log; no test skips.
 //!
 //! Each test runs a word-count job through the sink, then replays every batch it
 //! committed (a restarted driver re-runs batches with the same times and inputs) and
@@ -31,70 +30,29 @@ fn unique() -> String {
     )
 }
 
-fn env_or(var: &str, default: &str) -> String {
-    std::env::var(var).unwrap_or_else(|_| default.to_owned())
-}
+use sluice_testkit::{mysql_url, redis_url};
 
 fn pg_url() -> String {
-    env_or(
-        "SLUICE_TEST_POSTGRES_URL",
-        "postgres://postgres@127.0.0.1:5432/test",
-    )
-}
-
-fn mysql_url() -> String {
-    env_or("SLUICE_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
-}
-
-fn redis_url() -> String {
-    env_or("SLUICE_TEST_REDIS_URL", "redis://127.0.0.1:6379/")
+    sluice_testkit::postgres_url()
 }
 
 /// An address nothing listens on.
 const DEAD: &str = "127.0.0.1:1";
 
-fn server_missing(what: &str, url: &str, e: &dyn std::fmt::Display, start: &str) -> ! {
-    panic!(
-        "{what} is not reachable at {url}: {e}\n\
-         These tests need it running (they fail rather than skip). Start it with:\n  {start}"
-    )
-}
-
 fn pg_admin() -> postgres::Client {
-    postgres::Client::connect(&pg_url(), postgres::NoTls).unwrap_or_else(|e| {
-        server_missing(
-            "PostgreSQL",
-            &pg_url(),
-            &e,
-            "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
-        )
-    })
+    postgres::Client::connect(&pg_url(), postgres::NoTls)
+        .unwrap_or_else(|e| panic!("PostgreSQL at {}: {e}", pg_url()))
 }
 
 fn mysql_admin() -> mysql::Conn {
     mysql::Conn::new(mysql::Opts::from_url(&mysql_url()).expect("SLUICE_TEST_MYSQL_URL"))
-        .unwrap_or_else(|e| {
-            server_missing(
-                "MariaDB",
-                &mysql_url(),
-                &e,
-                "start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd",
-            )
-        })
+        .unwrap_or_else(|e| panic!("MariaDB at {}: {e}", mysql_url()))
 }
 
 fn redis_admin() -> redis::Connection {
     redis::Client::open(redis_url())
         .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(5)))
-        .unwrap_or_else(|e| {
-            server_missing(
-                "Redis",
-                &redis_url(),
-                &e,
-                "redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save \"\" \
-                 --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log",
-            )
-        })
+        .unwrap_or_else(|e| panic!("Redis at {}: {e}", redis_url()))
 }
 
 /// The job's input: lines, one queue entry per batch (one of them empty).
@@ -760,6 +718,8 @@ fn postgres_sink_survives_sigkill_at_random_instants() {
             ])
             .env("SLUICE_SINKS_CHILD_CHECKPOINT", &checkpoint)
             .env("SLUICE_SINKS_CHILD_TABLE", &table)
+            // The child writes to this process's server, not one of its own.
+            .env("SLUICE_TEST_POSTGRES_URL", pg_url())
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
