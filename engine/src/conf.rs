@@ -75,6 +75,9 @@ pub struct StreamingConf {
 /// The default of [`StreamingConf::receiver_max_buffered`]: 64 MiB per receiver.
 pub const DEFAULT_RECEIVER_MAX_BUFFERED: u64 = 64 << 20;
 
+/// Prefixes of the variables that belong to sluice's tools, not to a job's settings.
+const TOOL_PREFIXES: [&str; 3] = ["SLUICE_TEST_", "SLUICE_CHAOS_", "SLUICE_BENCH_"];
+
 impl StreamingConf {
     /// A configuration with the given name and batch interval, and defaults for the rest:
     /// 200 ms blocks, parallelism = available cores, no checkpoint, no WAL, no rate limit.
@@ -166,7 +169,9 @@ impl StreamingConf {
         self
     }
 
-    /// Applies `SLUICE_*` overrides from the process environment.
+    /// Applies `SLUICE_*` overrides from the process environment. Any other `SLUICE_*`
+    /// variable is an error (a misspelt setting must not pass silently), except the
+    /// tools' own: `SLUICE_TEST_*`, `SLUICE_CHAOS_*`, `SLUICE_BENCH_*`.
     pub fn with_env(self) -> Result<Self> {
         self.with_vars(std::env::vars())
     }
@@ -237,6 +242,9 @@ impl StreamingConf {
                 }
                 // A testing hook read by `sluice::crash`, not a setting.
                 "SLUICE_CRASH_AT" => {}
+                // The tools' own variables (the test servers, the chaos harness, the
+                // benches): exported in a shell where jobs run too, never the job's.
+                other if TOOL_PREFIXES.iter().any(|p| other.starts_with(p)) => {}
                 other if other.starts_with("SLUICE_") => {
                     return Err(bad(
                         "unknown setting (see StreamingConf's docs for the list)".into(),
@@ -372,6 +380,14 @@ mod tests {
                 ("SLUICE_CHECKPOINT", "/tmp/x"),
                 ("SLUICE_CHECKPOINT_INTERVAL", "5s"),
                 ("PATH", "/bin"),
+                // The tools' variables, as `scripts/dev-servers.sh env` exports them.
+                (
+                    "SLUICE_TEST_POSTGRES_URL",
+                    "postgres://postgres@127.0.0.1:1/test",
+                ),
+                ("SLUICE_TEST_KAFKA_BROKERS", "127.0.0.1:2"),
+                ("SLUICE_CHAOS_PG", "postgres://x"),
+                ("SLUICE_BENCH_DIR", "/tmp"),
             ]))
             .unwrap();
         assert_eq!(c.batch_interval, Duration::from_millis(500));
