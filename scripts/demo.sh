@@ -15,4 +15,4 @@ mkdir -p "$CARGO_TARGET_DIR"
 if [ "$#" -eq 0 ]; then
     set -- demo
 fi
-exec cargo run --release -p sluice --bin sluice -- "$@"
+exec cargo run --release -p sluice-cli --bin sluice -- "$@"

@@ -191,7 +191,7 @@ pub fn run(o: DriverOptions) -> Result<(), String> {
     ssc.start().map_err(|e| e.to_string())?;
     println!("ready {}", std::process::id());
     let _ = std::io::stdout().flush();
-    let stop = sluice::signals::stop_requested();
+    let stop = sluice_cli::signals::stop_requested();
     loop {
         if ssc
             .await_termination_timeout(Some(Duration::from_millis(50)))

@@ -54,7 +54,7 @@ enum Cmd {
     Driver(driver::DriverOptions),
     /// `sluice supervise`, built in (the same code): restart the driver when it dies.
     #[command(hide = true)]
-    Supervise(sluice::supervise::SuperviseArgs),
+    Supervise(sluice_cli::supervise::SuperviseArgs),
 }
 
 fn main() -> ExitCode {

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::demo::IdleWatch;
-use crate::prelude::*;
-use crate::{EngineError, Result};
+use sluice::prelude::*;
+use sluice::{EngineError, Result};
 
 /// The bench's options.
 #[derive(Debug, Clone)]

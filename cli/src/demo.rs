@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::prelude::*;
-use crate::Result;
+use sluice::prelude::*;
+use sluice::Result;
 
 /// The demo's options.
 #[derive(Debug, Clone)]
@@ -53,7 +53,7 @@ const WORDS: [&str; 24] = [
 
 /// Line `n` of the demo's generator: three words picked deterministically from `n`.
 pub fn demo_line(n: u64) -> String {
-    let h = crate::dstream::stable_hash(&n);
+    let h = sluice::stable_hash(&n);
     (0..3)
         .map(|i| WORDS[((h >> (i * 16)) % WORDS.len() as u64) as usize])
         .collect::<Vec<_>>()
@@ -147,7 +147,7 @@ pub fn run(opts: DemoOptions) -> Result<()> {
 /// Writes `DIR/batch-<ms>` atomically: the counts the batch updated, one `word count`
 /// per line. A replayed batch finds its file published and leaves it.
 fn write_batch(dir: &std::path::Path, t: BatchTime, rows: &[(String, u64)]) -> Result<()> {
-    let io = |e| crate::EngineError::io(dir.display().to_string(), e);
+    let io = |e| sluice::EngineError::io(dir.display().to_string(), e);
     let path = dir.join(format!("batch-{:020}", t.0));
     if path.exists() {
         return Ok(());
@@ -165,7 +165,7 @@ fn write_batch(dir: &std::path::Path, t: BatchTime, rows: &[(String, u64)]) -> R
         // Rule: the file is durable before it is published.
         f.sync_all().map_err(io)?;
     }
-    crate::crash::point("mid-sink");
+    sluice::failpoints::point("mid-sink");
     // Rule: publish by rename, then fsync the directory.
     std::fs::rename(&tmp, &path).map_err(io)?;
     std::fs::File::open(dir)

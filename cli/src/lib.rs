@@ -1,4 +1,7 @@
-//! The `sluice` command.
+//! `sluice-cli`: the `sluice` command — `demo`, `supervise`, `inspect` and the
+//! benches — on top of the `sluice` library. The binary is [`main`]; the modules
+//! are public where another tool reuses them (`sluice-chaos` runs the same
+//! supervise loop).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,6 +10,10 @@ use clap::{Parser, Subcommand};
 
 mod bench_restart;
 mod bench_wal;
+mod bench_wordcount;
+pub mod demo;
+pub mod signals;
+pub mod supervise;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -52,7 +59,7 @@ enum Command {
     },
     /// Restart a driver when it dies (non-zero exit or a signal), with backoff; forward
     /// SIGTERM/SIGINT for a graceful stop; exit with the driver's status.
-    Supervise(sluice::supervise::SuperviseArgs),
+    Supervise(supervise::SuperviseArgs),
     /// List checkpoints, state snapshots, the driver log and pending batches of a
     /// checkpoint location, verifying every CRC; exits 2 when something is damaged.
     Inspect {
@@ -138,12 +145,12 @@ enum BenchWhat {
 }
 
 fn inspect(location: &str, json: bool) -> ExitCode {
-    match sluice::inspect::inspect(location) {
+    match sluice::durable::inspect::inspect(location) {
         Ok(r) => {
             if json {
                 println!("{}", serde_json::to_string(&r).unwrap_or_default());
             } else {
-                sluice::inspect::print(&r);
+                sluice::durable::inspect::print(&r);
             }
             if r.damaged {
                 ExitCode::from(2)
@@ -158,7 +165,8 @@ fn inspect(location: &str, json: bool) -> ExitCode {
     }
 }
 
-fn main() -> ExitCode {
+/// The `sluice` command: parses the process's arguments and runs the command.
+pub fn main() -> ExitCode {
     sluice::tune_allocator();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -178,7 +186,7 @@ fn main() -> ExitCode {
             quiet,
             input_dir,
             exit_when_idle,
-        } => sluice::demo::run(sluice::demo::DemoOptions {
+        } => demo::run(demo::DemoOptions {
             checkpoint,
             output,
             batch_ms,
@@ -222,7 +230,7 @@ fn main() -> ExitCode {
             let port = port
                 .parse()
                 .map_err(|_| format!("--socket {socket:?}: {port:?} is not a port"))?;
-            sluice::bench_wordcount::run(sluice::bench_wordcount::WordcountOptions {
+            bench_wordcount::run(bench_wordcount::WordcountOptions {
                 host: host.to_owned(),
                 port,
                 batch_ms,

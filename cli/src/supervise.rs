@@ -45,10 +45,10 @@ impl SuperviseArgs {
     /// The restart policy the options describe.
     pub fn policy(&self) -> Result<Policy, String> {
         let (backoff_min, backoff_max) =
-            sluice_recovery::supervise::parse_backoff(&self.backoff, crate::parse_duration)?;
+            sluice_recovery::supervise::parse_backoff(&self.backoff, sluice::parse_duration)?;
         Ok(Policy {
             max_restarts: self.max_restarts,
-            within: crate::parse_duration(&self.within).map_err(|e| format!("--within: {e}"))?,
+            within: sluice::parse_duration(&self.within).map_err(|e| format!("--within: {e}"))?,
             backoff_min,
             backoff_max,
         })

@@ -76,7 +76,8 @@ pub enum EngineError {
 }
 
 impl EngineError {
-    pub(crate) fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+    /// An I/O error while doing `what` (a path, a connection, …).
+    pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
         EngineError::Io {
             what: what.into(),
             source,

@@ -29,47 +29,33 @@
 //! # Ok::<(), sluice::EngineError>(())
 //! ```
 
-mod batch;
-pub mod bench_wordcount;
-mod conf;
-mod context;
-pub mod crash;
-pub mod demo;
-mod dstream;
-mod durable;
+pub mod durable;
 mod error;
-pub mod file_input;
-pub mod graph;
-mod input;
-pub mod inspect;
-mod lines;
-mod listener;
-mod malloc;
-pub mod output;
-mod pair;
-mod rate;
-mod receiver;
-pub mod signals;
+pub mod failpoints;
+pub mod observe;
+pub mod ops;
+pub mod runtime;
 pub mod sinks;
-pub mod socket;
-mod state;
-pub mod supervise;
-mod window;
+pub mod sources;
 
-pub use batch::{Batch, BatchTime, Data};
-pub use conf::{parse_bytes, parse_duration, StreamingConf, DEFAULT_RECEIVER_MAX_BUFFERED};
-pub use context::StreamingContext;
-pub use dstream::DStream;
 pub use error::{EngineError, Result};
-pub use listener::{BatchInfo, StreamingListener};
-pub use malloc::{tune_allocator, AllocatorTuning, MMAP_THRESHOLD};
-pub use output::BatchContext;
-pub use rate::{PidConf, PidRateEstimator};
-pub use receiver::{Receiver, ReceiverContext, ReceiverHandle, ReceiverStatus, BLOCK_BYTES};
+pub use observe::listener::{BatchInfo, StreamingListener};
+pub use ops::dstream::{stable_hash, DStream};
+pub use ops::output::BatchContext;
+pub use ops::state::{MapWithStateDStream, State, StateSpec};
+pub use ops::window::KeyFilter;
+pub use runtime::allocator::{tune_allocator, AllocatorTuning, MMAP_THRESHOLD};
+pub use runtime::batch::{Batch, BatchTime, Data};
+pub use runtime::conf::{
+    parse_bytes, parse_duration, StreamingConf, DEFAULT_RECEIVER_MAX_BUFFERED,
+};
+pub use runtime::context::StreamingContext;
 pub use sluice_recovery::plan::DownTime;
-pub use socket::{decode_lines, Decoder, SocketReceiver};
-pub use state::{MapWithStateDStream, State, StateSpec};
-pub use window::KeyFilter;
+pub use sources::rate::{PidConf, PidRateEstimator};
+pub use sources::receiver::{
+    Receiver, ReceiverContext, ReceiverHandle, ReceiverStatus, BLOCK_BYTES,
+};
+pub use sources::socket::{decode_lines, Decoder, SocketReceiver};
 
 /// What a job needs: `use sluice::prelude::*;`.
 pub mod prelude {

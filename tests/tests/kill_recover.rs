@@ -11,7 +11,7 @@ const BATCH_MS: u64 = 200;
 const RATE: u64 = 500;
 
 fn demo_at(checkpoint: &str, output: &Path, extra: &[&str], env: &[(String, String)]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_sluice"))
+    Command::new(env!("CARGO_BIN_EXE_sluice-e2e"))
         .args(["demo", "--quiet", "--batch-ms", &BATCH_MS.to_string()])
         .args(["--rate", &RATE.to_string()])
         .envs(env.iter().map(|(k, v)| (k, v)))
@@ -54,7 +54,7 @@ fn oracle_file(zero: u64, t: u64) -> String {
     let mut counts: BTreeMap<String, u64> = BTreeMap::new();
     let mut touched = std::collections::BTreeSet::new();
     for n in 0..to {
-        for w in sluice::demo::demo_line(n).split(' ') {
+        for w in sluice_cli::demo::demo_line(n).split(' ') {
             *counts.entry(w.to_string()).or_default() += 1;
             if n >= from {
                 touched.insert(w.to_string());
@@ -157,7 +157,7 @@ fn a_crash_at_each_phase_of_a_batch_loses_and_repeats_nothing() {
         ("mid-checkpoint", 2),
         ("mid-cleanup", 1),
     ] {
-        assert!(sluice::crash::POINTS.contains(&point));
+        assert!(sluice::failpoints::POINTS.contains(&point));
         let env = vec![("SLUICE_CRASH_AT".to_string(), format!("{point}:{n}"))];
         let child = demo_at(&ckpt, &out, &["--duration", "30"], &env);
         let output = child.wait_with_output().unwrap();

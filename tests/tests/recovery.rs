@@ -134,7 +134,7 @@ fn a_damaged_newest_checkpoint_falls_back_and_inspect_reports_it() {
     let dir = tempfile::tempdir().unwrap();
     first_life(dir.path());
     let inspect = |json: bool| {
-        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"));
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_sluice-e2e"));
         c.arg("inspect").arg(dir.path());
         if json {
             c.arg("--json");

@@ -168,7 +168,7 @@ fn inspect_log(location: &str, damaged: &mut bool) -> Option<LogReport> {
             let mut planned = BTreeSet::new();
             let mut completed = BTreeSet::new();
             for (lsn, bytes) in &scan.records {
-                match crate::graph::decode::<DriverEvent>(bytes) {
+                match crate::runtime::graph::decode::<DriverEvent>(bytes) {
                     Ok(DriverEvent::BatchPlanned { time_ms, .. }) => {
                         planned.insert(time_ms);
                     }

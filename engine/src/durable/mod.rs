@@ -13,8 +13,10 @@ use sluice_recovery::log::{DriverEvent, InputPlan};
 use sluice_recovery::plan::{plan_restart, RestartPlan};
 use sluice_wal::{Durability, Lsn, TypedWal, Wal, WalOptions};
 
-use crate::context::Input;
-use crate::graph::{AnyNode, Env};
+pub mod inspect;
+
+use crate::runtime::context::Input;
+use crate::runtime::graph::{AnyNode, Env};
 use crate::{BatchTime, EngineError, Result, StreamingConf, StreamingContext};
 
 /// The format version of the engine's checkpoint payload.
@@ -42,7 +44,7 @@ pub(crate) struct CheckpointData {
 
 impl CheckpointData {
     pub(crate) fn decode(payload: &[u8]) -> Result<Self> {
-        let d: CheckpointData = crate::graph::decode(payload)?;
+        let d: CheckpointData = crate::runtime::graph::decode(payload)?;
         if d.version != CHECKPOINT_VERSION {
             return Err(EngineError::Config {
                 setting: "checkpoint".into(),
@@ -110,7 +112,10 @@ pub(crate) fn snapshot_operator_name(name: &str) -> String {
             }
         })
         .collect();
-    format!("{clean}-{:08x}", crate::dstream::stable_hash(&name) as u32)
+    format!(
+        "{clean}-{:08x}",
+        crate::ops::dstream::stable_hash(&name) as u32
+    )
 }
 
 impl Durable {
@@ -155,9 +160,9 @@ impl Durable {
                 inputs,
             },
         )?)?;
-        crate::crash::point("driver-log-append");
+        crate::failpoints::point("driver-log-append");
         self.log.inner().wait(a.lsn)?;
-        crate::crash::point("after-batch-planned");
+        crate::failpoints::point("after-batch-planned");
         Ok(())
     }
 
@@ -214,7 +219,7 @@ impl Durable {
                 .map_err(ckpt_err)?;
                 // Rule: the snapshot is durable before the checkpoint that names it.
                 let manifest = snaps.write_full(id, entries?).map_err(ckpt_err)?;
-                crate::crash::point("mid-checkpoint");
+                crate::failpoints::point("mid-checkpoint");
                 states.push((name, manifest.reference()));
             } else if n.remembers_past(env.batch) {
                 memos.push((n.info().id, n.encode_memo(t)?));
@@ -235,7 +240,7 @@ impl Durable {
         // Rule: the metadata checkpoint is published atomically (the store writes temp,
         // fsyncs, renames, fsyncs the directory, or puts a new object conditionally).
         self.store
-            .put_checkpoint(id, &crate::graph::encode(&data)?)
+            .put_checkpoint(id, &crate::runtime::graph::encode(&data)?)
             .map_err(ckpt_err)?;
         self.cleanup(inputs)
     }
@@ -246,7 +251,7 @@ impl Durable {
         self.store
             .retain_newest(sluice_checkpoint::DEFAULT_RETAINED)
             .map_err(ckpt_err)?;
-        crate::crash::point("mid-cleanup");
+        crate::failpoints::point("mid-cleanup");
         let mut live: Vec<(String, SnapshotRef)> = Vec::new();
         let mut oldest_lsn = u64::MAX;
         let mut oldest_positions: Option<Vec<Option<Vec<u8>>>> = None;

@@ -6,8 +6,8 @@ use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::context::CtxInner;
-use crate::graph::{Env, Node, NodeInfo};
+use crate::runtime::context::CtxInner;
+use crate::runtime::graph::{Env, Node, NodeInfo};
 use crate::{Batch, BatchTime, Data, Result};
 
 /// A discretized stream: at every batch time it holds one [`Batch`] of `T`.
@@ -36,7 +36,7 @@ impl<T> std::fmt::Debug for DStream<T> {
 
 /// A deterministic hash, the same in every process and run, so shuffles (and with them
 /// the partitions a sink sees) are the same when a batch is replayed.
-pub(crate) fn stable_hash<K: Hash>(k: &K) -> u64 {
+pub fn stable_hash<K: Hash>(k: &K) -> u64 {
     std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
         .hash_one(k)
 }
@@ -250,7 +250,7 @@ impl<T: Data> DStream<T> {
         self.check_window(window, slide)?;
         let parent = self.clone();
         // The parent keeps its batches as long as the window spans.
-        crate::graph::AnyNode::remember(&*self.node, window);
+        crate::runtime::graph::AnyNode::remember(&*self.node, window);
         let mut info = self.info_for::<T>("window", vec![self.node.info.id]);
         info.window_ms = Some((window.as_millis() as u64, slide.as_millis() as u64));
         let step = self.slide();

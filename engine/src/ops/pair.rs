@@ -7,8 +7,8 @@ use std::hash::Hash;
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
-use crate::dstream::{group_partition, shuffle};
-use crate::graph::{Env, Node};
+use crate::ops::dstream::{group_partition, shuffle};
+use crate::runtime::graph::{Env, Node};
 use crate::{Batch, BatchTime, DStream, Data, EngineError, Result};
 
 /// The hash maps of per-partition combines: a fast hash (FxHash), deterministic
@@ -222,9 +222,9 @@ impl<K: Data + Hash + Eq, V: Data> DStream<(K, V)> {
         })?;
         // The node reads its own batch at `t - slide`: keep it that long (a slide can be
         // longer than the batch interval).
-        crate::graph::AnyNode::remember(&*out.node, slide);
+        crate::runtime::graph::AnyNode::remember(&*out.node, slide);
         let _ = me.set(Arc::downgrade(&out.node));
-        let _ = out.node.kv.set(crate::graph::pair_codec::<K, S>());
+        let _ = out.node.kv.set(crate::runtime::graph::pair_codec::<K, S>());
         Ok(out)
     }
 }

@@ -29,9 +29,9 @@ use std::ops::Deref;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
-use crate::dstream::shuffle;
-use crate::graph::{AnyNode, Node};
-use crate::pair::{check_name, previous_state};
+use crate::ops::dstream::shuffle;
+use crate::ops::pair::{check_name, previous_state};
+use crate::runtime::graph::{AnyNode, Node};
 use crate::{Batch, BatchTime, DStream, Data, Result};
 
 /// The state of one key as the mapping function of `map_with_state` sees it.
@@ -244,7 +244,10 @@ impl<K: Data + Hash + Eq, V: Data> DStream<(K, V)> {
         AnyNode::remember(&*state.node, slide + self.ctx.conf.batch_interval);
         let _ = me.set(Arc::downgrade(&state.node));
         // Checkpoints write the state to the operator's state snapshots.
-        let _ = state.node.kv.set(crate::graph::pair_codec::<K, (S, u64)>());
+        let _ = state
+            .node
+            .kv
+            .set(crate::runtime::graph::pair_codec::<K, (S, u64)>());
         let source = state.clone();
         let info = state.info_for::<U>("map_with_state:mapped", vec![state.node.info.id]);
         let mapped = state.derive(info, slide, move |t, env| {

@@ -45,9 +45,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
-use crate::dstream::{group_partition, shuffle, window_times};
-use crate::graph::{AnyNode, Env, Node};
-use crate::pair::previous_state;
+use crate::ops::dstream::{group_partition, shuffle, window_times};
+use crate::ops::pair::previous_state;
+use crate::runtime::graph::{AnyNode, Env, Node};
 use crate::{Batch, BatchTime, DStream, Data, EngineError, Result};
 
 /// The filter of [`DStream::reduce_by_key_and_window_inv`]: keys for which it returns

@@ -52,7 +52,7 @@ pub struct StreamingConf {
     /// (`None`: unlimited until then, or `receiver_max_rate`).
     pub backpressure_initial_rate: Option<u64>,
     /// The PID estimator's knobs (Spark's `spark.streaming.backpressure.pid.*`).
-    pub backpressure_pid: crate::rate::PidConf,
+    pub backpressure_pid: crate::sources::rate::PidConf,
     /// How long a receiver waits before its first restart after an error; each further
     /// consecutive failure doubles it, up to 60 times this value (at most 30 s).
     pub receiver_restart_delay: Duration,
@@ -93,7 +93,7 @@ impl StreamingConf {
             receiver_max_rate: None,
             backpressure: false,
             backpressure_initial_rate: None,
-            backpressure_pid: crate::rate::PidConf::default(),
+            backpressure_pid: crate::sources::rate::PidConf::default(),
             receiver_restart_delay: Duration::from_millis(500),
             receiver_max_buffered: Some(DEFAULT_RECEIVER_MAX_BUFFERED),
             drop_incompatible_state: false,
@@ -150,7 +150,7 @@ impl StreamingConf {
     }
 
     /// Sets the PID rate estimator's knobs.
-    pub fn backpressure_pid(mut self, pid: crate::rate::PidConf) -> Self {
+    pub fn backpressure_pid(mut self, pid: crate::sources::rate::PidConf) -> Self {
         self.backpressure_pid = pid;
         self
     }

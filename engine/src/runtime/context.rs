@@ -5,8 +5,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::graph::{AnyNode, ComputeFn, Env, Node, NodeInfo, Registry};
-use crate::listener::{BatchInfo, StreamingListener};
+use crate::observe::listener::{BatchInfo, StreamingListener};
+use crate::runtime::graph::{AnyNode, ComputeFn, Env, Node, NodeInfo, Registry};
 use crate::{BatchTime, DStream, EngineError, Result, StreamingConf};
 
 /// An input of the graph: decides the data of each batch.

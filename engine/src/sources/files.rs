@@ -34,10 +34,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::context::Input;
-use crate::graph::Env;
-use crate::input::Allocations;
-use crate::socket::{decode_lines, Decoder};
+use crate::runtime::context::Input;
+use crate::runtime::graph::Env;
+use crate::sources::queue::Allocations;
+use crate::sources::socket::{decode_lines, Decoder};
 use crate::{Batch, BatchTime, DStream, Data, EngineError, Result, StreamingContext};
 
 /// Whether a file name is one the directory input ignores (hidden or temporary).
@@ -261,11 +261,11 @@ impl<T: Data> Input for FileInput<T> {
 
     fn plan_of(&self, t: BatchTime) -> Option<Vec<u8>> {
         let planned = self.planned.lock().unwrap_or_else(|e| e.into_inner());
-        crate::graph::encode(planned.get(&t)?).ok()
+        crate::runtime::graph::encode(planned.get(&t)?).ok()
     }
 
     fn replay(&self, t: BatchTime, plan: &[u8], env: &Env) -> Result<u64> {
-        let names: Vec<String> = crate::graph::decode(plan)?;
+        let names: Vec<String> = crate::runtime::graph::decode(plan)?;
         self.take_files(t, names, env)
     }
 
@@ -273,11 +273,11 @@ impl<T: Data> Input for FileInput<T> {
         let processed = self.processed.lock().unwrap_or_else(|e| e.into_inner());
         let mut names: Vec<&String> = processed.iter().collect();
         names.sort();
-        crate::graph::encode(&names).ok()
+        crate::runtime::graph::encode(&names).ok()
     }
 
     fn restore_position(&self, pos: &[u8]) -> Result<()> {
-        let names: Vec<String> = crate::graph::decode(pos)?;
+        let names: Vec<String> = crate::runtime::graph::decode(pos)?;
         self.restored.store(true, Ordering::SeqCst);
         tracing::info!(dir = %self.dir.display(), files = names.len(),
             "restored the processed files of the input directory");
@@ -291,7 +291,7 @@ impl<T: Data> Input for FileInput<T> {
 
 impl StreamingContext {
     /// The lines (UTF-8) of every new file moved into `dir`, one partition per file
-    /// (see [`crate::file_input`] for which files and when).
+    /// (see [`crate::sources::files`] for which files and when).
     pub fn text_file_stream(&self, dir: impl Into<PathBuf>) -> Result<DStream<String>> {
         self.file_stream(dir, decode_lines)
     }
@@ -416,7 +416,7 @@ mod tests {
         // job was down are read, even with new files only.
         let resumed = input_with(dir.path(), opts);
         resumed
-            .restore_position(&crate::graph::encode(&Vec::<String>::new()).unwrap())
+            .restore_position(&crate::runtime::graph::encode(&Vec::<String>::new()).unwrap())
             .unwrap();
         resumed.start(&env).unwrap();
         assert_eq!(resumed.allocate(BatchTime(100), &env).unwrap(), 2);

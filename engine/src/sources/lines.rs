@@ -128,11 +128,12 @@ mod tests {
         let strings: Vec<String> = lines.iter().map(|s| s.to_string()).collect();
         let pos: Option<&[u8]> = Some(b"pos");
         assert_eq!(
-            crate::graph::encode(&(pos, &p)).unwrap(),
-            crate::graph::encode(&(pos, &strings)).unwrap()
+            crate::runtime::graph::encode(&(pos, &p)).unwrap(),
+            crate::runtime::graph::encode(&(pos, &strings)).unwrap()
         );
         let back: (Option<Vec<u8>>, Vec<String>) =
-            crate::graph::decode(&crate::graph::encode(&(pos, &p)).unwrap()).unwrap();
+            crate::runtime::graph::decode(&crate::runtime::graph::encode(&(pos, &p)).unwrap())
+                .unwrap();
         assert_eq!(back.1, strings);
     }
 }

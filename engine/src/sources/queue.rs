@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::context::Input;
-use crate::graph::{Env, NodeInfo};
+use crate::runtime::context::Input;
+use crate::runtime::graph::{Env, NodeInfo};
 use crate::{Batch, BatchTime, DStream, Data, Result, StreamingContext};
 
 /// The allocations of an input: the batch of each planned time until it is processed.
@@ -176,17 +176,17 @@ impl<T: Data> Input for QueueInput<T> {
     }
     fn plan_of(&self, t: BatchTime) -> Option<Vec<u8>> {
         let (a, b) = *lock(&self.plans).get(&t)?;
-        crate::graph::encode(&(a as u64, b as u64)).ok()
+        crate::runtime::graph::encode(&(a as u64, b as u64)).ok()
     }
     fn replay(&self, t: BatchTime, plan: &[u8], _env: &Env) -> Result<u64> {
-        let (a, b): (u64, u64) = crate::graph::decode(plan)?;
+        let (a, b): (u64, u64) = crate::runtime::graph::decode(plan)?;
         Ok(self.take(t, a as usize, b as usize))
     }
     fn position(&self) -> Option<Vec<u8>> {
-        crate::graph::encode(&(*lock(&self.cursor) as u64)).ok()
+        crate::runtime::graph::encode(&(*lock(&self.cursor) as u64)).ok()
     }
     fn restore_position(&self, pos: &[u8]) -> Result<()> {
-        let c: u64 = crate::graph::decode(pos)?;
+        let c: u64 = crate::runtime::graph::decode(pos)?;
         *lock(&self.cursor) = c as usize;
         Ok(())
     }
@@ -278,18 +278,18 @@ impl<T: Data> Input for GeneratorInput<T> {
         *p = p.split_off(&BatchTime(t.0 + 1));
     }
     fn plan_of(&self, t: BatchTime) -> Option<Vec<u8>> {
-        crate::graph::encode(lock(&self.plans).get(&t)?).ok()
+        crate::runtime::graph::encode(lock(&self.plans).get(&t)?).ok()
     }
     fn replay(&self, t: BatchTime, plan: &[u8], env: &Env) -> Result<u64> {
-        let (from, to): (u64, u64) = crate::graph::decode(plan)?;
+        let (from, to): (u64, u64) = crate::runtime::graph::decode(plan)?;
         Ok(self.generate(t, from, to, env))
     }
     fn position(&self) -> Option<Vec<u8>> {
-        crate::graph::encode(&self.next_offset.load(Ordering::SeqCst)).ok()
+        crate::runtime::graph::encode(&self.next_offset.load(Ordering::SeqCst)).ok()
     }
     fn restore_position(&self, pos: &[u8]) -> Result<()> {
         self.next_offset
-            .store(crate::graph::decode(pos)?, Ordering::SeqCst);
+            .store(crate::runtime::graph::decode(pos)?, Ordering::SeqCst);
         Ok(())
     }
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::listener::{BatchInfo, StreamingListener};
+use crate::observe::listener::{BatchInfo, StreamingListener};
 use crate::{BatchTime, EngineError, Result};
 
 /// The knobs of the PID rate estimator, with Spark's names and defaults

@@ -52,11 +52,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::context::Input;
-use crate::graph::Env;
-use crate::input::Allocations;
-use crate::lines::PackedLines;
-use crate::rate::{PidRateEstimator, RateController, RateLimiter};
+use crate::runtime::context::Input;
+use crate::runtime::graph::Env;
+use crate::sources::lines::PackedLines;
+use crate::sources::queue::Allocations;
+use crate::sources::rate::{PidRateEstimator, RateController, RateLimiter};
 use crate::{Batch, BatchTime, DStream, Data, EngineError, Result, StreamingContext};
 
 /// The block generator cuts a block before the block interval ends once the buffer
@@ -262,7 +262,7 @@ impl<T: Data> ReceiverContext<T> {
 
 impl ReceiverContext<String> {
     /// Stores `lines` (read as `bytes`) like [`ReceiverContext::store_all_sized`] of one
-    /// `String` per line, but packed until a batch takes them (see [`crate::lines`]);
+    /// `String` per line, but packed until a batch takes them (see [`crate::sources::lines`]);
     /// leaves `lines` empty.
     pub(crate) fn store_lines(&self, lines: &mut PackedLines, bytes: u64) {
         let n = lines.len() as u64;
@@ -347,7 +347,7 @@ struct Stats {
 type StopHook = Box<dyn FnOnce() + Send>;
 
 /// Records as a receiver stored them: decoded, or lines of text packed together (a
-/// socket text stream; see [`crate::lines`]), made records when a batch takes them.
+/// socket text stream; see [`crate::sources::lines`]), made records when a batch takes them.
 enum Held<T> {
     Records(Vec<T>),
     Lines {
@@ -1025,7 +1025,7 @@ impl<T: Data> Input for ReceiverInput<T> {
 
     fn plan_of(&self, t: BatchTime) -> Option<Vec<u8>> {
         self.shared.wal.as_ref()?;
-        crate::graph::encode(lock(&self.plans).get(&t)?).ok()
+        crate::runtime::graph::encode(lock(&self.plans).get(&t)?).ok()
     }
 
     fn replay(&self, t: BatchTime, plan: &[u8], _env: &Env) -> Result<u64> {
@@ -1036,7 +1036,7 @@ impl<T: Data> Input for ReceiverInput<T> {
             .ok_or_else(|| EngineError::NotReplayable {
                 input: self.describe(),
             })?;
-        let handles: Vec<sluice_wal::RecordHandle> = crate::graph::decode(plan)?;
+        let handles: Vec<sluice_wal::RecordHandle> = crate::runtime::graph::decode(plan)?;
         let mut parts = Vec::with_capacity(handles.len());
         for h in &handles {
             parts.push(decode_block::<T>(&wal.read(*h)?)?);
@@ -1052,7 +1052,7 @@ impl<T: Data> Input for ReceiverInput<T> {
     fn position(&self) -> Option<Vec<u8>> {
         self.shared.wal.as_ref()?;
         let source = lock(&self.shared.position).clone();
-        crate::graph::encode(&(self.next_lsn.load(Ordering::SeqCst), source)).ok()
+        crate::runtime::graph::encode(&(self.next_lsn.load(Ordering::SeqCst), source)).ok()
     }
 
     fn restore_position(&self, pos: &[u8]) -> Result<()> {
@@ -1082,19 +1082,19 @@ fn encode_block<R: serde::Serialize + ?Sized>(
     records: &R,
     position: Option<&[u8]>,
 ) -> Result<Vec<u8>> {
-    crate::graph::encode(&(position, records))
+    crate::runtime::graph::encode(&(position, records))
 }
 
 fn decode_block<T: Data>(bytes: &[u8]) -> Result<Vec<T>> {
-    crate::graph::decode::<(Option<Vec<u8>>, Vec<T>)>(bytes).map(|(_, r)| r)
+    crate::runtime::graph::decode::<(Option<Vec<u8>>, Vec<T>)>(bytes).map(|(_, r)| r)
 }
 
 /// The receiver input's checkpointed position: the first WAL LSN no batch took, and the
 /// source position of the newest positioned block. (Checkpoints written before source
 /// positions existed hold the LSN alone.)
 fn decode_input_position(pos: &[u8]) -> Result<(u64, Option<Vec<u8>>)> {
-    crate::graph::decode::<(u64, Option<Vec<u8>>)>(pos)
-        .or_else(|_| crate::graph::decode::<u64>(pos).map(|lsn| (lsn, None)))
+    crate::runtime::graph::decode::<(u64, Option<Vec<u8>>)>(pos)
+        .or_else(|_| crate::runtime::graph::decode::<u64>(pos).map(|lsn| (lsn, None)))
 }
 
 /// The source position of the newest positioned block the WAL holds.
@@ -1103,7 +1103,7 @@ fn newest_position(wal: &sluice_wal::Wal) -> Result<Option<Vec<u8>>> {
     let mut it = wal.iter_from(wal.first_lsn())?;
     while let Some(r) = it.next_with_handle() {
         let (_, bytes) = r?;
-        if let Some(p) = crate::graph::decode::<Option<Vec<u8>>>(&bytes)? {
+        if let Some(p) = crate::runtime::graph::decode::<Option<Vec<u8>>>(&bytes)? {
             newest = Some(p);
         }
     }

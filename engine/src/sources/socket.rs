@@ -24,8 +24,8 @@ use std::io::{self, BufRead, BufReader, Read};
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
 
-use crate::lines::PackedLines;
-use crate::receiver::{Receiver, ReceiverContext};
+use crate::sources::lines::PackedLines;
+use crate::sources::receiver::{Receiver, ReceiverContext};
 use crate::{DStream, Data, EngineError, Result, StreamingContext};
 
 /// Decodes the next record from a byte stream: `Ok(None)` at its end; an
@@ -381,7 +381,7 @@ const READ_BUFFER: usize = 256 * 1024;
 impl StreamingContext {
     /// UTF-8 lines from a TCP server at `host:port`, as Spark's `socketTextStream`
     /// (feed it with `nc -lk 9999`). Reconnects when the connection is lost; a line
-    /// that is not UTF-8 is skipped with a warning (see [`crate::socket`]).
+    /// that is not UTF-8 is skipped with a warning (see [`crate::sources::socket`]).
     pub fn socket_text_stream(&self, host: &str, port: u16) -> Result<DStream<String>> {
         self.add_receiver("socket", Box::new(SocketReceiver::text(host, port)))
             .map(|(s, _)| s)
