@@ -40,8 +40,8 @@ UI_DIR = os.path.dirname(os.path.abspath(__file__))
 FIXTURES_DIR = os.path.join(UI_DIR, "fixtures")
 API_NAMES = ("app", "batches", "inputs", "checkpoints", "recovery")
 
-# The fixed clock of --write-fixtures: 2026-03-02 10:31:00 UTC.
-FIXTURE_NOW_MS = 1772447460000
+# The fixed clock of --write-fixtures: 2026-03-02 10:31:05.500 UTC, amid slow batches.
+FIXTURE_NOW_MS = 1772447465500
 
 
 def wall_ms():
@@ -274,15 +274,13 @@ class Simulation:
             since = max(0, now - b["t"]) / 1000.0
             for p, (lo, hi) in enumerate(b["ranges"]):
                 ahead = int(2400 / self.PARTITIONS * since * r.uniform(0.9, 1.1))
-                queued = sum(  # records of batches submitted but not finished are not lag
-                    0 for _ in ()
-                )
-                hw = hi + ahead + queued
+                hw = hi + ahead
                 parts.append({
                     "topic": "clicks", "partition": p, "from_offset": lo, "until_offset": hi,
                     "high_watermark": hw, "lag": hw - hi,
                 })
-        restarts = sum(1 for x in range(0, k + 1, 240) if x // 240 * 240 + 100 <= k) if False else (k - 100) // 240 + 1
+        k0 = self.process_started // self.interval
+        restarts = (k - 100) // 240 - (k0 - 101) // 240  # restart windows since start-up
         restarting = self.sensors_restarting(k)
         return [
             {
@@ -319,8 +317,8 @@ class Simulation:
                 first = b["end"]
                 break
         t = self.ckpt_batch_time
-        lt = time.localtime(t / 1000)
-        hhmmss = "%02d:%02d:%02d.%03d" % (lt.tm_hour, lt.tm_min, lt.tm_sec, t % 1000)
+        lt = time.gmtime(t / 1000)
+        hhmmss = "%02d:%02d:%02d.%03d UTC" % (lt.tm_hour, lt.tm_min, lt.tm_sec, t % 1000)
         return {
             "restored": True,
             "checkpoint": {"id": 12, "batch_time_ms": t,
@@ -412,7 +410,7 @@ def make_handler(opts, sim, static_dir):
 
 
 def write_fixtures(out_dir, seed):
-    sim = Simulation(seed=seed, now_ms=FIXTURE_NOW_MS - 420_000, history_s=0)
+    sim = Simulation(seed=seed, now_ms=FIXTURE_NOW_MS, history_s=420)
     snap = sim.snapshot(now=FIXTURE_NOW_MS)
     os.makedirs(out_dir, exist_ok=True)
     for name, data in snap.items():

@@ -12,6 +12,7 @@ mod bench_restart;
 mod bench_wal;
 mod bench_wordcount;
 pub mod demo;
+mod inspect;
 pub mod signals;
 pub mod supervise;
 
@@ -144,27 +145,6 @@ enum BenchWhat {
     },
 }
 
-fn inspect(location: &str, json: bool) -> ExitCode {
-    match sluice::durable::inspect::inspect(location) {
-        Ok(r) => {
-            if json {
-                println!("{}", serde_json::to_string(&r).unwrap_or_default());
-            } else {
-                sluice::durable::inspect::print(&r);
-            }
-            if r.damaged {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            }
-        }
-        Err(e) => {
-            eprintln!("sluice inspect: {e}");
-            ExitCode::from(2)
-        }
-    }
-}
-
 /// The `sluice` command: parses the process's arguments and runs the command.
 pub fn main() -> ExitCode {
     sluice::tune_allocator();
@@ -199,7 +179,7 @@ pub fn main() -> ExitCode {
         .map_err(|e| e.to_string()),
         Command::Supervise(args) => return args.run("sluice supervise"),
         Command::Inspect { location, json } => {
-            return inspect(&location, json);
+            return inspect::run(&location, json);
         }
         Command::Bench {
             what: BenchWhat::Wal { dir, quick, json },

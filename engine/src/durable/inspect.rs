@@ -1,5 +1,5 @@
-//! `sluice inspect LOCATION [--json]`: checkpoints, state snapshots, the driver log and
-//! its pending batches, the graph descriptor; every CRC verified; read-only.
+//! What `sluice inspect LOCATION` reports: checkpoints, state snapshots, the driver
+//! log and its pending batches, the graph descriptor; every CRC verified; read-only.
 
 use std::collections::BTreeSet;
 
@@ -189,90 +189,4 @@ fn inspect_log(location: &str, damaged: &mut bool) -> Option<LogReport> {
         }
     }
     Some(rep)
-}
-
-/// Prints the report for people.
-pub fn print(r: &Report) {
-    println!("location: {}", r.location);
-    println!("checkpoints ({}), newest first:", r.checkpoints.len());
-    for c in &r.checkpoints {
-        match &c.problem {
-            None => println!(
-                "  checkpoint-{:020}  {} bytes  ok",
-                c.time_ms,
-                c.bytes.unwrap_or(0)
-            ),
-            Some(p) => println!("  checkpoint-{:020}  DAMAGED: {p}", c.time_ms),
-        }
-        for s in &c.states {
-            match &s.problem {
-                None => println!(
-                    "      state {:?} snapshot {} ({} layers, {} keys) ok",
-                    s.operator,
-                    s.snapshot_id,
-                    s.layers,
-                    s.keys.unwrap_or(0)
-                ),
-                Some(p) => println!(
-                    "      state {:?} snapshot {} DAMAGED: {p}",
-                    s.operator, s.snapshot_id
-                ),
-            }
-        }
-    }
-    match &r.driver_log {
-        None => println!("driver log: none"),
-        Some(l) => {
-            println!(
-                "driver log: {} ({} records, {} batches planned, {} completed)",
-                l.location, l.records, l.planned, l.completed
-            );
-            for s in &l.segments {
-                let state = match (&s.problem, s.torn_tail) {
-                    (None, _) => "ok".to_string(),
-                    (Some(p), true) => format!("torn tail (recovery cuts it): {p}"),
-                    (Some(p), false) => format!("DAMAGED: {p}"),
-                };
-                println!(
-                    "  {}  first LSN {}  {} records  {} bytes  {state}",
-                    s.path.display(),
-                    s.first_lsn.map_or("-".into(), |l| l.to_string()),
-                    s.records,
-                    s.bytes
-                );
-            }
-            println!(
-                "  pending batches (planned, not completed): {:?}",
-                l.pending_batches
-            );
-            if let Some(p) = &l.problem {
-                println!("  problem: {p}");
-            }
-        }
-    }
-    if !r.graph.is_empty() {
-        println!("graph (newest readable checkpoint):");
-        for n in &r.graph {
-            println!(
-                "  {:>3} {:<24} {:<20} parents {:?}  {}{}",
-                n.id,
-                n.kind,
-                n.name.as_deref().unwrap_or(""),
-                n.parents,
-                n.type_name,
-                n.state_type
-                    .as_deref()
-                    .map(|s| format!("  state {s}"))
-                    .unwrap_or_default()
-            );
-        }
-    }
-    println!(
-        "{}",
-        if r.damaged {
-            "DAMAGED"
-        } else {
-            "all checks passed"
-        }
-    );
 }

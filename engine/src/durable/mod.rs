@@ -1,62 +1,29 @@
-//! The durability protocol of DESIGN.md, per batch: the driver log (`BatchPlanned`
-//! durable before any job of the batch runs, `BatchCompleted` after every output),
-//! metadata + state checkpoints, cleanup, and `get_or_create` on restart.
+//! The durability protocol of DESIGN.md: the only code that writes durable state.
+//!
+//! Owns, per batch: the driver log (`BatchPlanned` durable before any job of the batch
+//! runs, `BatchCompleted` after every output); every checkpoint interval the state
+//! snapshots and the metadata checkpoint, then cleanup (`checkpoint`); on restart
+//! `get_or_create` (`restore`); and reading all of it back for `sluice inspect`
+//! (`inspect`). What a checkpoint holds is [`CheckpointData`] in `checkpoint.rs`.
+//! Uses: the checkpoint stores, the WAL and the pure restart decisions of
+//! `sluice-recovery`; the runtime calls in here, sources and operators never do.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-use sluice_checkpoint::snapshot::{SnapshotOptions, SnapshotRef, StateSnapshots};
-use sluice_checkpoint::{CheckpointId, CheckpointStore, StartMode};
-use sluice_recovery::graph::NodeInfo;
+use sluice_checkpoint::CheckpointStore;
 use sluice_recovery::log::{DriverEvent, InputPlan};
-use sluice_recovery::plan::{plan_restart, RestartPlan};
-use sluice_wal::{Durability, Lsn, TypedWal, Wal, WalOptions};
+use sluice_recovery::plan::RestartPlan;
+use sluice_wal::{Durability, TypedWal, Wal, WalOptions};
 
+mod checkpoint;
 pub mod inspect;
+mod restore;
 
-use crate::runtime::context::Input;
-use crate::runtime::graph::{AnyNode, Env};
-use crate::{BatchTime, EngineError, Result, StreamingConf, StreamingContext};
+pub(crate) use checkpoint::CheckpointData;
 
-/// The format version of the engine's checkpoint payload.
-const CHECKPOINT_VERSION: u32 = 1;
-
-/// What a metadata checkpoint holds (bincode inside the checkpoint store's CRC-checked
-/// envelope).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct CheckpointData {
-    pub version: u32,
-    pub app_name: String,
-    pub batch_ms: u64,
-    pub zero_ms: u64,
-    pub time_ms: u64,
-    pub graph: Vec<NodeInfo>,
-    /// Each input's position after batch `time_ms`, by input index.
-    pub inputs: Vec<Option<Vec<u8>>>,
-    /// State snapshots of stateful operators, by operator name.
-    pub states: Vec<(String, SnapshotRef)>,
-    /// Remembered batches of nodes a window reads, by node id.
-    pub memos: Vec<(usize, Vec<u8>)>,
-    /// The first driver-log LSN after this checkpoint.
-    pub log_lsn: u64,
-}
-
-impl CheckpointData {
-    pub(crate) fn decode(payload: &[u8]) -> Result<Self> {
-        let d: CheckpointData = crate::runtime::graph::decode(payload)?;
-        if d.version != CHECKPOINT_VERSION {
-            return Err(EngineError::Config {
-                setting: "checkpoint".into(),
-                reason: format!(
-                    "checkpoint format version {} is not supported (this build reads {CHECKPOINT_VERSION})",
-                    d.version
-                ),
-            });
-        }
-        Ok(d)
-    }
-}
+use crate::runtime::graph::Env;
+use crate::{BatchTime, EngineError, Result, StreamingConf};
 
 /// The durable side of a running context.
 pub(crate) struct Durable {
@@ -193,273 +160,5 @@ impl Durable {
 
     pub(crate) fn due(&self, t: BatchTime, env: &Env) -> bool {
         (t.0 - env.zero.0).is_multiple_of(self.every_ms.max(1))
-    }
-
-    /// Writes the checkpoint of batch `t` (after it completed): state snapshots first,
-    /// then the metadata checkpoint naming them, then cleanup of what nothing references.
-    pub(crate) fn checkpoint(
-        &self,
-        t: BatchTime,
-        env: &Env,
-        app_name: &str,
-        nodes: &[Arc<dyn AnyNode>],
-        inputs: &[Arc<dyn Input>],
-    ) -> Result<()> {
-        let id = CheckpointId(t.0);
-        let mut states = Vec::new();
-        let mut memos = Vec::new();
-        for n in nodes {
-            if let Some(entries) = n.state_entries(t, env) {
-                let name = n.info().name.clone().unwrap_or_default();
-                let snaps = StateSnapshots::new(
-                    self.store.clone(),
-                    &snapshot_operator_name(&name),
-                    SnapshotOptions::default(),
-                )
-                .map_err(ckpt_err)?;
-                // Rule: the snapshot is durable before the checkpoint that names it.
-                let manifest = snaps.write_full(id, entries?).map_err(ckpt_err)?;
-                crate::failpoints::point("mid-checkpoint");
-                states.push((name, manifest.reference()));
-            } else if n.remembers_past(env.batch) {
-                memos.push((n.info().id, n.encode_memo(t)?));
-            }
-        }
-        let data = CheckpointData {
-            version: CHECKPOINT_VERSION,
-            app_name: app_name.to_owned(),
-            batch_ms: env.batch.as_millis() as u64,
-            zero_ms: env.zero.0,
-            time_ms: t.0,
-            graph: nodes.iter().map(|n| n.info().clone()).collect(),
-            inputs: inputs.iter().map(|i| i.position()).collect(),
-            states,
-            memos,
-            log_lsn: self.log.inner().next_lsn().0,
-        };
-        // Rule: the metadata checkpoint is published atomically (the store writes temp,
-        // fsyncs, renames, fsyncs the directory, or puts a new object conditionally).
-        self.store
-            .put_checkpoint(id, &crate::runtime::graph::encode(&data)?)
-            .map_err(ckpt_err)?;
-        self.cleanup(inputs)
-    }
-
-    /// Deletes checkpoints past retention, then the snapshots and driver-log segments
-    /// no retained checkpoint references (only once a newer checkpoint is durable).
-    fn cleanup(&self, inputs: &[Arc<dyn Input>]) -> Result<()> {
-        self.store
-            .retain_newest(sluice_checkpoint::DEFAULT_RETAINED)
-            .map_err(ckpt_err)?;
-        crate::failpoints::point("mid-cleanup");
-        let mut live: Vec<(String, SnapshotRef)> = Vec::new();
-        let mut oldest_lsn = u64::MAX;
-        let mut oldest_positions: Option<Vec<Option<Vec<u8>>>> = None;
-        for id in self.store.list_checkpoints().map_err(ckpt_err)? {
-            let Ok(c) = self.store.read_checkpoint(id) else {
-                continue;
-            };
-            let Ok(d) = CheckpointData::decode(&c.payload) else {
-                continue;
-            };
-            if d.log_lsn < oldest_lsn {
-                oldest_positions = Some(d.inputs.clone());
-            }
-            oldest_lsn = oldest_lsn.min(d.log_lsn);
-            live.extend(d.states);
-        }
-        let mut names: Vec<&String> = live.iter().map(|(n, _)| n).collect();
-        names.sort();
-        names.dedup();
-        for name in names {
-            let refs: Vec<SnapshotRef> = live
-                .iter()
-                .filter(|(n, _)| n == name)
-                .map(|(_, r)| *r)
-                .collect();
-            StateSnapshots::new(
-                self.store.clone(),
-                &snapshot_operator_name(name),
-                SnapshotOptions::default(),
-            )
-            .and_then(|s| s.gc(&refs))
-            .map_err(ckpt_err)?;
-        }
-        if oldest_lsn != u64::MAX {
-            self.log.inner().delete_before(Lsn(oldest_lsn))?;
-        }
-        // Inputs drop what no retained checkpoint can need (receiver WAL segments
-        // before the oldest retained checkpoint's position).
-        for (input, pos) in inputs.iter().zip(oldest_positions.unwrap_or_default()) {
-            if let Some(pos) = pos {
-                input.release_before(&pos)?;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// An incompatible change between the checkpointed graph and the rebuilt one.
-fn incompatible(differences: Vec<String>) -> EngineError {
-    EngineError::IncompatibleGraph { differences }
-}
-
-impl StreamingContext {
-    /// Creates the context with `build`, and — when the checkpoint location holds a
-    /// checkpoint or a driver log — restores it: the rebuilt graph is compared with the
-    /// checkpointed one (identical or compatible: resume and log what changed;
-    /// incompatible: an error listing every difference, unless
-    /// [`StreamingConf::drop_incompatible_state`]), operator state, input positions and
-    /// window contents are restored, and the batches to re-run are planned: those
-    /// planned but not completed, those completed after the state snapshot, and those the
-    /// clock passed while the driver was down. Call `start` on the result.
-    pub fn get_or_create(
-        conf: StreamingConf,
-        build: impl FnOnce(&StreamingContext) -> Result<()>,
-    ) -> Result<StreamingContext> {
-        if conf.checkpoint.is_none() {
-            return Err(EngineError::Config {
-                setting: "checkpoint".into(),
-                reason: "get_or_create needs a checkpoint location (StreamingConf::checkpoint or SLUICE_CHECKPOINT)".into(),
-            });
-        }
-        let ssc = StreamingContext::new(conf)?;
-        // On any error the context is stopped, which releases the driver log's lock (the
-        // graph's closures would otherwise keep the context, and the lock, alive).
-        match build(&ssc).and_then(|()| ssc.restore()) {
-            Ok(()) => Ok(ssc),
-            Err(e) => {
-                let _ = ssc.stop(false);
-                Err(e)
-            }
-        }
-    }
-
-    /// The restore half of `get_or_create`.
-    fn restore(&self) -> Result<()> {
-        let ssc = self;
-        let durable = ssc.inner.durable().ok_or(EngineError::NotStarted)?;
-        let conf = &ssc.inner.conf;
-        let batch_ms = conf.batch_interval.as_millis() as u64;
-        let recovered = durable
-            .store
-            .read_newest(StartMode::FreshIfEmpty)
-            .map_err(ckpt_err)?;
-        for s in &recovered.skipped {
-            tracing::warn!(checkpoint = %s.path, reason = %s.reason, "skipped an unreadable checkpoint, falling back to an older one");
-        }
-        let events: Vec<DriverEvent> = {
-            let wal = durable.log.inner();
-            durable
-                .log
-                .iter_from(wal.first_lsn())?
-                .map(|r| r.map(|(_, e)| e))
-                .collect::<std::result::Result<_, _>>()?
-        };
-        let started = events.iter().find_map(|e| match e {
-            DriverEvent::Started { zero_ms, batch_ms } => Some((*zero_ms, *batch_ms)),
-            _ => None,
-        });
-        let data = recovered
-            .checkpoint
-            .as_ref()
-            .map(|c| CheckpointData::decode(&c.payload))
-            .transpose()?;
-        let (zero_ms, stored_batch) = match (&data, started) {
-            (Some(d), _) => (d.zero_ms, d.batch_ms),
-            (None, Some(s)) => s,
-            (None, None) => return Ok(()), // a first start
-        };
-        *durable
-            .started_logged
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = started.is_some();
-        if stored_batch != batch_ms {
-            return Err(incompatible(vec![format!(
-                "batch interval changed from {stored_batch} ms to {batch_ms} ms"
-            )]));
-        }
-        let env = Env {
-            zero: BatchTime(zero_ms),
-            ..ssc.inner.env.clone()
-        };
-        let (nodes, inputs) = ssc.inner.nodes_and_inputs();
-        let mut checkpoint_ms = None;
-        if let Some(d) = &data {
-            let rebuilt: Vec<NodeInfo> = nodes.iter().map(|n| n.info().clone()).collect();
-            let cmp = sluice_recovery::graph::compare(&d.graph, &rebuilt);
-            for change in &cmp.compatible {
-                tracing::info!("graph changed since the checkpoint (compatible): {change}");
-            }
-            if !cmp.incompatible.is_empty() {
-                if !conf.drop_incompatible_state {
-                    return Err(incompatible(cmp.incompatible));
-                }
-                for change in &cmp.incompatible {
-                    tracing::warn!(
-                        "dropping state on an incompatible change, as configured: {change}"
-                    );
-                }
-            }
-            let t = BatchTime(d.time_ms);
-            for (name, r) in &d.states {
-                if cmp.dropped_state.contains(name) {
-                    continue;
-                }
-                let Some(node) = nodes
-                    .iter()
-                    .find(|n| n.info().name.as_deref() == Some(name) && n.info().is_stateful())
-                else {
-                    continue;
-                };
-                let snaps = StateSnapshots::new(
-                    durable.store.clone(),
-                    &snapshot_operator_name(name),
-                    SnapshotOptions::default(),
-                )
-                .map_err(ckpt_err)?;
-                let manifest = snaps.read_manifest(*r).map_err(ckpt_err)?;
-                let entries = snaps.restore(&manifest).map_err(ckpt_err)?;
-                node.restore_state(t, entries.into_iter().collect(), &env)?;
-            }
-            if cmp.incompatible.is_empty() {
-                for (id, bytes) in &d.memos {
-                    if let Some(n) = nodes.get(*id) {
-                        n.restore_memo(bytes)?;
-                    }
-                }
-            }
-            for (input, pos) in inputs.iter().zip(&d.inputs) {
-                if let Some(pos) = pos {
-                    input.restore_position(pos)?;
-                }
-            }
-            checkpoint_ms = Some(d.time_ms);
-            tracing::info!(
-                location = %durable.location,
-                checkpoint = d.time_ms,
-                skipped = recovered.skipped.len(),
-                "restored from checkpoint"
-            );
-        }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        let plan = plan_restart(
-            checkpoint_ms,
-            &events,
-            zero_ms,
-            batch_ms,
-            now,
-            conf.down_time,
-        );
-        tracing::info!(
-            replay = plan.replay.len(),
-            replay_completed = plan.replay_completed.len(),
-            catch_up = plan.catch_up.len(),
-            "restart plan"
-        );
-        *durable.plan.lock().unwrap_or_else(|e| e.into_inner()) = Some(plan);
-        Ok(())
     }
 }

@@ -6,8 +6,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::runtime::context::Output;
 use crate::runtime::graph::Env;
+use crate::runtime::io::Output;
 use crate::{Batch, BatchTime, DStream, Data, EngineError, Result};
 
 /// What `foreach_batch` hands the user: the batch, its time (the batch id an

@@ -5,58 +5,11 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::observe::listener::{BatchInfo, StreamingListener};
+use crate::observe::listener::StreamingListener;
 use crate::runtime::graph::{AnyNode, ComputeFn, Env, Node, NodeInfo, Registry};
+use crate::runtime::io::{Input, Output};
+use crate::runtime::scheduler::run_scheduler;
 use crate::{BatchTime, DStream, EngineError, Result, StreamingConf};
-
-/// An input of the graph: decides the data of each batch.
-pub(crate) trait Input: Send + Sync {
-    /// A name for logs (`socket 127.0.0.1:9999`).
-    fn describe(&self) -> String;
-    /// Starts receiving (receivers start their threads here).
-    fn start(&self, env: &Env) -> Result<()>;
-    /// Fixes the data of batch `t` (blocks received so far, or an offset range) and
-    /// returns how many records it holds. Called once per batch, in time order, before
-    /// any job of `t` runs.
-    fn allocate(&self, t: BatchTime, env: &Env) -> Result<u64>;
-    /// Stops receiving new data (already received data stays to be allocated).
-    fn stop_receiving(&self);
-    /// Whether everything received has been allocated to a batch.
-    fn drained(&self) -> bool;
-    /// Forgets allocations of batches at or before `t` (they are processed).
-    fn forget(&self, t: BatchTime);
-    /// What `allocate` fixed for batch `t`, encoded for the driver log so a restarted
-    /// driver can `replay` it; `None` for an input that cannot replay (its data for an
-    /// unfinished batch is lost in a crash).
-    fn plan_of(&self, _t: BatchTime) -> Option<Vec<u8>> {
-        None
-    }
-    /// Fixes the data of batch `t` from a plan written by `plan_of` (restart).
-    fn replay(&self, _t: BatchTime, _plan: &[u8], _env: &Env) -> Result<u64> {
-        Err(EngineError::NotReplayable {
-            input: self.describe(),
-        })
-    }
-    /// The input's position after the last allocated batch (for checkpoints).
-    fn position(&self) -> Option<Vec<u8>> {
-        None
-    }
-    /// Restores a position written by `position` (before start).
-    fn restore_position(&self, _pos: &[u8]) -> Result<()> {
-        Ok(())
-    }
-    /// Drops what the input keeps for replays before `pos`, a position no retained
-    /// checkpoint precedes (cleanup after a checkpoint).
-    fn release_before(&self, _pos: &[u8]) -> Result<()> {
-        Ok(())
-    }
-}
-
-/// An output operation: runs once per batch time, in definition order.
-pub(crate) trait Output: Send + Sync {
-    fn describe(&self) -> String;
-    fn run(&self, t: BatchTime, env: &Env) -> Result<()>;
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -68,9 +21,9 @@ enum Phase {
 pub(crate) struct GraphState {
     phase: Phase,
     pub(crate) registry: Registry,
-    inputs: Vec<Arc<dyn Input>>,
-    outputs: Vec<Arc<dyn Output>>,
-    listeners: Vec<Arc<dyn StreamingListener>>,
+    pub(super) inputs: Vec<Arc<dyn Input>>,
+    pub(super) outputs: Vec<Arc<dyn Output>>,
+    pub(super) listeners: Vec<Arc<dyn StreamingListener>>,
     scheduler: Option<JoinHandle<()>>,
     result: Option<Result<()>>,
 }
@@ -93,12 +46,12 @@ pub(crate) struct CtxInner {
     /// The driver log and checkpoint store; released when the context stops (the
     /// graph's closures keep the context itself alive, and with it the log's lock).
     pub(crate) durable: Mutex<Option<Arc<crate::durable::Durable>>>,
-    state: Mutex<GraphState>,
+    pub(super) state: Mutex<GraphState>,
     /// Receivers defined so far (names their write-ahead logs).
     pub(crate) receiver_count: std::sync::atomic::AtomicUsize,
-    done: Condvar,
-    stop: AtomicBool,
-    graceful: AtomicBool,
+    pub(super) done: Condvar,
+    pub(super) stop: AtomicBool,
+    pub(super) graceful: AtomicBool,
 }
 
 impl std::fmt::Debug for CtxInner {
@@ -115,14 +68,14 @@ fn active() -> MutexGuard<'static, Option<String>> {
     ACTIVE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl CtxInner {
-    fn state(&self) -> MutexGuard<'_, GraphState> {
+    pub(super) fn state(&self) -> MutexGuard<'_, GraphState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -484,158 +437,5 @@ impl StreamingContext {
             return Ok(());
         }
         self.await_termination()
-    }
-}
-
-fn run_scheduler(inner: &Arc<CtxInner>, env: &Env) -> Result<()> {
-    let (inputs, outputs, nodes) = {
-        let st = inner.state();
-        (
-            st.inputs.clone(),
-            st.outputs.clone(),
-            st.registry.nodes.clone(),
-        )
-    };
-    let durable = inner.durable();
-    let job = Job {
-        env,
-        inputs: &inputs,
-        outputs: &outputs,
-        nodes: &nodes,
-        durable: durable.as_deref(),
-        app_name: &inner.conf.app_name,
-    };
-    let mut t = env.zero.plus(env.batch);
-    let plan = durable
-        .as_ref()
-        .and_then(|d| d.plan.lock().unwrap_or_else(|e| e.into_inner()).take());
-    if let Some(plan) = plan {
-        // Restart: re-run what was planned after the checkpoint, with the same inputs,
-        // then the batch times the clock passed while the driver was down.
-        let listeners = inner.state().listeners.clone();
-        for (time, plans) in &plan.replay {
-            job.run_batch(BatchTime(*time), Some(plans), &listeners)?;
-        }
-        for time in &plan.catch_up {
-            job.run_batch(BatchTime(*time), None, &listeners)?;
-        }
-        t = BatchTime(plan.next_ms);
-    }
-    loop {
-        // Wait for the batch time, or a stop.
-        let mut st = inner.state();
-        loop {
-            if inner.stop.load(Ordering::SeqCst) {
-                break;
-            }
-            let now = now_ms();
-            if now >= t.0 {
-                break;
-            }
-            st = inner
-                .done
-                .wait_timeout(st, Duration::from_millis(t.0 - now))
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-        let listeners = st.listeners.clone();
-        drop(st);
-        if inner.stop.load(Ordering::SeqCst) {
-            if !inner.graceful.load(Ordering::SeqCst) {
-                return Ok(());
-            }
-            if inputs.iter().all(|i| i.drained()) {
-                return Ok(());
-            }
-        }
-        job.run_batch(t, None, &listeners)?;
-        t = t.plus(env.batch);
-    }
-}
-
-struct Job<'a> {
-    env: &'a Env,
-    inputs: &'a [Arc<dyn Input>],
-    outputs: &'a [Arc<dyn Output>],
-    nodes: &'a [Arc<dyn AnyNode>],
-    durable: Option<&'a crate::durable::Durable>,
-    app_name: &'a str,
-}
-
-impl Job<'_> {
-    /// Runs batch `t`: fix its inputs (or replay a logged plan), log the plan durably,
-    /// run the outputs in order, log completion, checkpoint when due.
-    fn run_batch(
-        &self,
-        t: BatchTime,
-        replay: Option<&[sluice_recovery::log::InputPlan]>,
-        listeners: &[Arc<dyn StreamingListener>],
-    ) -> Result<()> {
-        let env = self.env;
-        let span = tracing::info_span!("batch", time = t.0, replay = replay.is_some());
-        let _g = span.enter();
-        let submitted = Instant::now();
-        let mut records = 0;
-        for (i, input) in self.inputs.iter().enumerate() {
-            let logged = replay.and_then(|p| p.iter().find(|x| x.input == i));
-            records += match logged {
-                Some(p) => input.replay(t, &p.plan, env)?,
-                None => input.allocate(t, env)?,
-            };
-        }
-        if let (Some(d), None) = (self.durable, replay) {
-            let plans = self
-                .inputs
-                .iter()
-                .enumerate()
-                .filter_map(|(i, input)| {
-                    input
-                        .plan_of(t)
-                        .map(|plan| sluice_recovery::log::InputPlan { input: i, plan })
-                })
-                .collect();
-            d.planned(t, plans)?;
-        }
-        let mut info = BatchInfo {
-            time: t,
-            records,
-            scheduling_delay: Duration::from_millis(now_ms().saturating_sub(t.0)),
-            processing_delay: None,
-        };
-        for l in listeners {
-            l.on_batch_submitted(&info);
-            l.on_batch_started(&info);
-        }
-        let started = Instant::now();
-        for out in self.outputs {
-            out.run(t, env).map_err(|e| EngineError::Batch {
-                time: t,
-                output: out.describe(),
-                cause: Box::new(e),
-            })?;
-        }
-        info.processing_delay = Some(started.elapsed());
-        // A window reads its parent's past batches: compute them now, before the inputs
-        // forget this batch's data, also where no output read them at `t`.
-        for n in self.nodes {
-            n.keep_for_window(t, env)?;
-        }
-        if let Some(d) = self.durable {
-            d.completed(t)?;
-            if d.due(t, env) {
-                d.checkpoint(t, env, self.app_name, self.nodes, self.inputs)?;
-            }
-        }
-        for n in self.nodes {
-            n.forget(t);
-        }
-        for i in self.inputs {
-            i.forget(t);
-        }
-        tracing::debug!(records, took = ?submitted.elapsed(), "batch done");
-        for l in listeners {
-            l.on_batch_completed(&info);
-        }
-        Ok(())
     }
 }

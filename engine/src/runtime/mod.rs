@@ -14,3 +14,5 @@ pub(crate) mod batch;
 pub(crate) mod conf;
 pub(crate) mod context;
 pub mod graph;
+pub(crate) mod io;
+pub(crate) mod scheduler;

@@ -34,8 +34,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::runtime::context::Input;
 use crate::runtime::graph::Env;
+use crate::runtime::io::Input;
 use crate::sources::queue::Allocations;
 use crate::sources::socket::{decode_lines, Decoder};
 use crate::{Batch, BatchTime, DStream, Data, EngineError, Result, StreamingContext};

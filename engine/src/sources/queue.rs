@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::runtime::context::Input;
 use crate::runtime::graph::{Env, NodeInfo};
+use crate::runtime::io::Input;
 use crate::{Batch, BatchTime, DStream, Data, Result, StreamingContext};
 
 /// The allocations of an input: the batch of each planned time until it is processed.

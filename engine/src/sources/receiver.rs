@@ -52,8 +52,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::runtime::context::Input;
 use crate::runtime::graph::Env;
+use crate::runtime::io::Input;
 use crate::sources::lines::PackedLines;
 use crate::sources::queue::Allocations;
 use crate::sources::rate::{PidRateEstimator, RateController, RateLimiter};

@@ -1,0 +1,166 @@
+//! The batch scheduler: one thread per running context that waits for each batch time
+//! and runs the batch — inputs fixed (or replayed from the driver log), `BatchPlanned`
+//! logged, outputs run in order, `BatchCompleted` logged, a checkpoint when due.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::observe::listener::{BatchInfo, StreamingListener};
+use crate::runtime::context::{now_ms, CtxInner};
+use crate::runtime::graph::{AnyNode, Env};
+use crate::runtime::io::{Input, Output};
+use crate::{BatchTime, EngineError, Result};
+
+pub(crate) fn run_scheduler(inner: &Arc<CtxInner>, env: &Env) -> Result<()> {
+    let (inputs, outputs, nodes) = {
+        let st = inner.state();
+        (
+            st.inputs.clone(),
+            st.outputs.clone(),
+            st.registry.nodes.clone(),
+        )
+    };
+    let durable = inner.durable();
+    let job = Job {
+        env,
+        inputs: &inputs,
+        outputs: &outputs,
+        nodes: &nodes,
+        durable: durable.as_deref(),
+        app_name: &inner.conf.app_name,
+    };
+    let mut t = env.zero.plus(env.batch);
+    let plan = durable
+        .as_ref()
+        .and_then(|d| d.plan.lock().unwrap_or_else(|e| e.into_inner()).take());
+    if let Some(plan) = plan {
+        // Restart: re-run what was planned after the checkpoint, with the same inputs,
+        // then the batch times the clock passed while the driver was down.
+        let listeners = inner.state().listeners.clone();
+        for (time, plans) in &plan.replay {
+            job.run_batch(BatchTime(*time), Some(plans), &listeners)?;
+        }
+        for time in &plan.catch_up {
+            job.run_batch(BatchTime(*time), None, &listeners)?;
+        }
+        t = BatchTime(plan.next_ms);
+    }
+    loop {
+        // Wait for the batch time, or a stop.
+        let mut st = inner.state();
+        loop {
+            if inner.stop.load(Ordering::SeqCst) {
+                break;
+            }
+            let now = now_ms();
+            if now >= t.0 {
+                break;
+            }
+            st = inner
+                .done
+                .wait_timeout(st, Duration::from_millis(t.0 - now))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        let listeners = st.listeners.clone();
+        drop(st);
+        if inner.stop.load(Ordering::SeqCst) {
+            if !inner.graceful.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            if inputs.iter().all(|i| i.drained()) {
+                return Ok(());
+            }
+        }
+        job.run_batch(t, None, &listeners)?;
+        t = t.plus(env.batch);
+    }
+}
+
+struct Job<'a> {
+    env: &'a Env,
+    inputs: &'a [Arc<dyn Input>],
+    outputs: &'a [Arc<dyn Output>],
+    nodes: &'a [Arc<dyn AnyNode>],
+    durable: Option<&'a crate::durable::Durable>,
+    app_name: &'a str,
+}
+
+impl Job<'_> {
+    /// Runs batch `t`: fix its inputs (or replay a logged plan), log the plan durably,
+    /// run the outputs in order, log completion, checkpoint when due.
+    fn run_batch(
+        &self,
+        t: BatchTime,
+        replay: Option<&[sluice_recovery::log::InputPlan]>,
+        listeners: &[Arc<dyn StreamingListener>],
+    ) -> Result<()> {
+        let env = self.env;
+        let span = tracing::info_span!("batch", time = t.0, replay = replay.is_some());
+        let _g = span.enter();
+        let submitted = Instant::now();
+        let mut records = 0;
+        for (i, input) in self.inputs.iter().enumerate() {
+            let logged = replay.and_then(|p| p.iter().find(|x| x.input == i));
+            records += match logged {
+                Some(p) => input.replay(t, &p.plan, env)?,
+                None => input.allocate(t, env)?,
+            };
+        }
+        if let (Some(d), None) = (self.durable, replay) {
+            let plans = self
+                .inputs
+                .iter()
+                .enumerate()
+                .filter_map(|(i, input)| {
+                    input
+                        .plan_of(t)
+                        .map(|plan| sluice_recovery::log::InputPlan { input: i, plan })
+                })
+                .collect();
+            d.planned(t, plans)?;
+        }
+        let mut info = BatchInfo {
+            time: t,
+            records,
+            scheduling_delay: Duration::from_millis(now_ms().saturating_sub(t.0)),
+            processing_delay: None,
+        };
+        for l in listeners {
+            l.on_batch_submitted(&info);
+            l.on_batch_started(&info);
+        }
+        let started = Instant::now();
+        for out in self.outputs {
+            out.run(t, env).map_err(|e| EngineError::Batch {
+                time: t,
+                output: out.describe(),
+                cause: Box::new(e),
+            })?;
+        }
+        info.processing_delay = Some(started.elapsed());
+        // A window reads its parent's past batches: compute them now, before the inputs
+        // forget this batch's data, also where no output read them at `t`.
+        for n in self.nodes {
+            n.keep_for_window(t, env)?;
+        }
+        if let Some(d) = self.durable {
+            d.completed(t)?;
+            if d.due(t, env) {
+                d.checkpoint(t, env, self.app_name, self.nodes, self.inputs)?;
+            }
+        }
+        for n in self.nodes {
+            n.forget(t);
+        }
+        for i in self.inputs {
+            i.forget(t);
+        }
+        tracing::debug!(records, took = ?submitted.elapsed(), "batch done");
+        for l in listeners {
+            l.on_batch_completed(&info);
+        }
+        Ok(())
+    }
+}
