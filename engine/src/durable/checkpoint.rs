@@ -11,8 +11,8 @@ use sluice_checkpoint::CheckpointId;
 use sluice_recovery::graph::NodeInfo;
 use sluice_wal::Lsn;
 
-use super::{ckpt_err, snapshot_operator_name, Durable};
-use crate::runtime::graph::{AnyNode, Env};
+use super::{ckpt_err, snapshot_operator_name, DriverStore};
+use crate::runtime::graph::{AnyNode, ExecutionEnv};
 use crate::runtime::io::Input;
 use crate::{BatchTime, EngineError, Result};
 
@@ -55,13 +55,13 @@ impl CheckpointData {
     }
 }
 
-impl Durable {
+impl DriverStore {
     /// Writes the checkpoint of batch `t` (after it completed): state snapshots first,
     /// then the metadata checkpoint naming them, then cleanup of what nothing references.
     pub(crate) fn checkpoint(
         &self,
         t: BatchTime,
-        env: &Env,
+        env: &ExecutionEnv,
         app_name: &str,
         nodes: &[Arc<dyn AnyNode>],
         inputs: &[Arc<dyn Input>],

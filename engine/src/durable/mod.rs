@@ -22,11 +22,11 @@ mod restore;
 
 pub(crate) use checkpoint::CheckpointData;
 
-use crate::runtime::graph::Env;
+use crate::runtime::graph::ExecutionEnv;
 use crate::{BatchTime, EngineError, Result, StreamingConf};
 
 /// The durable side of a running context.
-pub(crate) struct Durable {
+pub(crate) struct DriverStore {
     pub(crate) location: String,
     pub(crate) store: Arc<dyn CheckpointStore>,
     pub(crate) log: TypedWal<DriverEvent>,
@@ -38,9 +38,9 @@ pub(crate) struct Durable {
     pub(crate) started_logged: Mutex<bool>,
 }
 
-impl std::fmt::Debug for Durable {
+impl std::fmt::Debug for DriverStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Durable")
+        f.debug_struct("DriverStore")
             .field("location", &self.location)
             .finish()
     }
@@ -52,7 +52,7 @@ fn ckpt_err(e: sluice_checkpoint::CheckpointError) -> EngineError {
 
 /// The location of a log kept beside the checkpoints (`name` under a directory or
 /// prefix; next to a RocksDB directory).
-pub(crate) fn side_url(location: &str, name: &str) -> String {
+pub(crate) fn sibling_location(location: &str, name: &str) -> String {
     if let Some(path) = location.strip_prefix("rocksdb://") {
         format!("{}-{name}", path.trim_end_matches('/'))
     } else {
@@ -62,7 +62,7 @@ pub(crate) fn side_url(location: &str, name: &str) -> String {
 
 /// The driver log's location for a checkpoint location.
 pub(crate) fn driver_log_url(location: &str) -> String {
-    side_url(location, "driver-log")
+    sibling_location(location, "driver-log")
 }
 
 /// A state snapshot operator name (ASCII letters, digits, `-`, `_`) for any user name:
@@ -85,8 +85,8 @@ pub(crate) fn snapshot_operator_name(name: &str) -> String {
     )
 }
 
-impl Durable {
-    pub(crate) fn open(conf: &StreamingConf) -> Result<Option<Durable>> {
+impl DriverStore {
+    pub(crate) fn open(conf: &StreamingConf) -> Result<Option<DriverStore>> {
         let Some(location) = conf.checkpoint.clone() else {
             return Ok(None);
         };
@@ -108,7 +108,7 @@ impl Durable {
             .map_or(batch.max(10_000).div_ceil(batch) * batch, |d| {
                 d.as_millis() as u64
             });
-        Ok(Some(Durable {
+        Ok(Some(DriverStore {
             location,
             store,
             log: TypedWal::new(wal),
@@ -158,7 +158,7 @@ impl Durable {
         Ok(())
     }
 
-    pub(crate) fn due(&self, t: BatchTime, env: &Env) -> bool {
+    pub(crate) fn due(&self, t: BatchTime, env: &ExecutionEnv) -> bool {
         (t.0 - env.zero.0).is_multiple_of(self.every_ms.max(1))
     }
 }

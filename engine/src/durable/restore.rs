@@ -11,7 +11,7 @@ use sluice_recovery::plan::plan_restart;
 
 use super::checkpoint::CheckpointData;
 use super::{ckpt_err, snapshot_operator_name};
-use crate::runtime::graph::Env;
+use crate::runtime::graph::ExecutionEnv;
 use crate::{BatchTime, EngineError, Result, StreamingConf, StreamingContext};
 
 /// An incompatible change between the checkpointed graph and the rebuilt one.
@@ -53,7 +53,7 @@ impl StreamingContext {
     /// The restore half of `get_or_create`.
     fn restore(&self) -> Result<()> {
         let ssc = self;
-        let durable = ssc.inner.durable().ok_or(EngineError::NotStarted)?;
+        let durable = ssc.inner.driver_store().ok_or(EngineError::NotStarted)?;
         let conf = &ssc.inner.conf;
         let batch_ms = conf.batch_interval.as_millis() as u64;
         let recovered = durable
@@ -94,7 +94,7 @@ impl StreamingContext {
                 "batch interval changed from {stored_batch} ms to {batch_ms} ms"
             )]));
         }
-        let env = Env {
+        let env = ExecutionEnv {
             zero: BatchTime(zero_ms),
             ..ssc.inner.env.clone()
         };

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::runtime::context::CtxInner;
-use crate::runtime::graph::{Env, Node, NodeInfo};
+use crate::runtime::graph::{ExecutionEnv, Node, NodeInfo};
 use crate::{Batch, BatchTime, Data, Result};
 
 /// A discretized stream: at every batch time it holds one [`Batch`] of `T`.
@@ -85,7 +85,7 @@ impl<T: Data> DStream<T> {
         &self,
         info: NodeInfo,
         slide: Duration,
-        compute: impl Fn(BatchTime, &Env) -> Result<Batch<U>> + Send + Sync + 'static,
+        compute: impl Fn(BatchTime, &ExecutionEnv) -> Result<Batch<U>> + Send + Sync + 'static,
     ) -> Result<DStream<U>> {
         let node = self.ctx.add_node(info, slide, Box::new(compute))?;
         Ok(DStream {
@@ -95,7 +95,7 @@ impl<T: Data> DStream<T> {
     }
 
     /// The batch of this stream at `t` (computing it if needed).
-    pub(crate) fn batch(&self, t: BatchTime, env: &Env) -> Result<Batch<T>> {
+    pub(crate) fn batch(&self, t: BatchTime, env: &ExecutionEnv) -> Result<Batch<T>> {
         self.node.get(t, env)
     }
 
@@ -284,7 +284,7 @@ pub(crate) fn window_times(
     t: BatchTime,
     window: Duration,
     step: Duration,
-    env: &Env,
+    env: &ExecutionEnv,
 ) -> Vec<BatchTime> {
     let step = step.as_millis() as u64;
     let lo = t.0.saturating_sub(window.as_millis() as u64);

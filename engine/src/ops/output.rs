@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::runtime::graph::Env;
+use crate::runtime::graph::ExecutionEnv;
 use crate::runtime::io::Output;
 use crate::{Batch, BatchTime, DStream, Data, EngineError, Result};
 
@@ -41,7 +41,7 @@ impl<T: Data> Output for FnOutput<T> {
         )
     }
 
-    fn run(&self, t: BatchTime, env: &Env) -> Result<()> {
+    fn run(&self, t: BatchTime, env: &ExecutionEnv) -> Result<()> {
         if !self.stream.node.is_time(t, env) {
             return Ok(());
         }

@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use crate::ops::dstream::{group_partition, shuffle};
-use crate::runtime::graph::{Env, Node};
+use crate::runtime::graph::{ExecutionEnv, Node};
 use crate::{Batch, BatchTime, DStream, Data, EngineError, Result};
 
 /// The hash maps of per-partition combines: a fast hash (FxHash), deterministic
@@ -322,7 +322,7 @@ fn combine_partition<K: Hash + Eq + Clone, V: Clone>(
 /// Shuffles partitions already combined within themselves, and combines again.
 fn shuffle_and_combine<K: Data + Hash + Eq, V: Data>(
     local: &[Vec<(K, V)>],
-    env: &Env,
+    env: &ExecutionEnv,
     f: &(dyn Fn(&V, &V) -> V + Send + Sync),
 ) -> Batch<(K, V)> {
     let parts = shuffle(local, env.parallelism);
@@ -332,7 +332,7 @@ fn shuffle_and_combine<K: Data + Hash + Eq, V: Data>(
 /// Combines values per key within partitions, shuffles, and combines again.
 pub(crate) fn reduce_batch<K: Data + Hash + Eq, V: Data>(
     b: &Batch<(K, V)>,
-    env: &Env,
+    env: &ExecutionEnv,
     f: &(dyn Fn(&V, &V) -> V + Send + Sync),
 ) -> Batch<(K, V)> {
     let local = env.par_map(b.partitions(), |p| combine_partition(p, f));
@@ -368,7 +368,7 @@ pub(crate) fn previous_state<K: Data + Hash + Eq, S: Data>(
     me: &OnceLock<Weak<Node<(K, S)>>>,
     t: BatchTime,
     slide: Duration,
-    env: &Env,
+    env: &ExecutionEnv,
     initial: &[(K, S)],
 ) -> Result<Batch<(K, S)>> {
     let prev_t = t.minus(slide);

@@ -47,7 +47,7 @@ use std::time::Duration;
 
 use crate::ops::dstream::{group_partition, shuffle, window_times};
 use crate::ops::pair::previous_state;
-use crate::runtime::graph::{AnyNode, Env, Node};
+use crate::runtime::graph::{AnyNode, ExecutionEnv, Node};
 use crate::{Batch, BatchTime, DStream, Data, EngineError, Result};
 
 /// The filter of [`DStream::reduce_by_key_and_window_inv`]: keys for which it returns
@@ -276,7 +276,7 @@ fn empty_parts<T>(n: usize) -> Vec<Vec<T>> {
 fn batches_at<K: Data + Hash + Eq, V: Data>(
     parent: &DStream<(K, V)>,
     times: &[BatchTime],
-    env: &Env,
+    env: &ExecutionEnv,
 ) -> Result<Vec<Batch<(K, V)>>> {
     times
         .iter()
@@ -293,7 +293,7 @@ fn batches_at<K: Data + Hash + Eq, V: Data>(
 
 /// Partition by partition: `prev ⊖ leaving ⊕ entering`, then the filter.
 fn merge_windows<K: Data + Hash + Eq, V: Data>(
-    env: &Env,
+    env: &ExecutionEnv,
     prev: &[Vec<(K, V)>],
     leaving: &[Batch<(K, V)>],
     entering: &[Batch<(K, V)>],

@@ -6,7 +6,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::observe::listener::StreamingListener;
-use crate::runtime::graph::{AnyNode, ComputeFn, Env, Node, NodeInfo, Registry};
+use crate::runtime::graph::{AnyNode, ComputeFn, ExecutionEnv, Node, NodeInfo, Registry};
 use crate::runtime::io::{Input, Output};
 use crate::runtime::scheduler::run_scheduler;
 use crate::{BatchTime, DStream, EngineError, Result, StreamingConf};
@@ -42,10 +42,10 @@ impl GraphState {
 
 pub(crate) struct CtxInner {
     pub(crate) conf: StreamingConf,
-    pub(crate) env: Env,
+    pub(crate) env: ExecutionEnv,
     /// The driver log and checkpoint store; released when the context stops (the
     /// graph's closures keep the context itself alive, and with it the log's lock).
-    pub(crate) durable: Mutex<Option<Arc<crate::durable::Durable>>>,
+    pub(crate) driver_store: Mutex<Option<Arc<crate::durable::DriverStore>>>,
     pub(super) state: Mutex<GraphState>,
     /// Receivers defined so far (names their write-ahead logs).
     pub(crate) receiver_count: std::sync::atomic::AtomicUsize,
@@ -79,8 +79,8 @@ impl CtxInner {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(crate) fn durable(&self) -> Option<Arc<crate::durable::Durable>> {
-        self.durable
+    pub(crate) fn driver_store(&self) -> Option<Arc<crate::durable::DriverStore>> {
+        self.driver_store
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
@@ -203,18 +203,18 @@ impl StreamingContext {
                 setting: "parallelism".into(),
                 reason: format!("cannot start the CPU pool: {e}"),
             })?;
-        let env = Env {
+        let env = ExecutionEnv {
             zero: BatchTime(0),
             batch: conf.batch_interval,
             parallelism: conf.parallelism,
             pool: Arc::new(pool),
         };
-        let durable = crate::durable::Durable::open(&conf)?.map(Arc::new);
+        let driver_store = crate::durable::DriverStore::open(&conf)?.map(Arc::new);
         Ok(StreamingContext {
             inner: Arc::new(CtxInner {
                 conf,
                 env,
-                durable: Mutex::new(durable),
+                driver_store: Mutex::new(driver_store),
                 receiver_count: std::sync::atomic::AtomicUsize::new(0),
                 state: Mutex::new(GraphState {
                     phase: Phase::Defining,
@@ -296,7 +296,7 @@ impl StreamingContext {
             *a = Some(self.inner.conf.app_name.clone());
         }
         let b = self.inner.conf.batch_interval.as_millis() as u64;
-        let durable = self.inner.durable();
+        let durable = self.inner.driver_store();
         let plan_zero = durable.as_ref().and_then(|d| {
             d.plan
                 .lock()
@@ -317,7 +317,7 @@ impl StreamingContext {
             }
             d.log_started(zero, self.inner.conf.batch_interval)?;
         }
-        let env = Env {
+        let env = ExecutionEnv {
             zero,
             ..self.inner.env.clone()
         };
@@ -339,7 +339,7 @@ impl StreamingContext {
                 let res = run_scheduler(&inner, &env);
                 // Release the driver log and the checkpoint store (and their locks).
                 inner
-                    .durable
+                    .driver_store
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .take();
@@ -416,7 +416,7 @@ impl StreamingContext {
                     st.phase = Phase::Stopped;
                     st.release_graph();
                     self.inner
-                        .durable
+                        .driver_store
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .take();

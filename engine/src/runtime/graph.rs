@@ -12,7 +12,7 @@ pub use sluice_recovery::graph::NodeInfo;
 
 /// What a node's compute function sees.
 #[derive(Debug, Clone)]
-pub struct Env {
+pub(crate) struct ExecutionEnv {
     /// The context's zero time: batch times are `zero + k * batch_interval`.
     pub zero: BatchTime,
     /// The batch interval.
@@ -23,7 +23,7 @@ pub struct Env {
     pub pool: Arc<rayon::ThreadPool>,
 }
 
-impl Env {
+impl ExecutionEnv {
     /// Runs `f` on every partition of `parts` in parallel on the CPU pool.
     pub fn par_map<I: Sync, O: Send>(
         &self,
@@ -35,7 +35,8 @@ impl Env {
     }
 }
 
-pub(crate) type ComputeFn<T> = Box<dyn Fn(BatchTime, &Env) -> Result<Batch<T>> + Send + Sync>;
+pub(crate) type ComputeFn<T> =
+    Box<dyn Fn(BatchTime, &ExecutionEnv) -> Result<Batch<T>> + Send + Sync>;
 
 /// Splits a stateful node's elements into key and value bytes for state snapshots,
 /// and joins them back.
@@ -109,12 +110,12 @@ impl<T: crate::Data> Node<T> {
     }
 
     /// Whether this node produces a batch at `t`.
-    pub(crate) fn is_time(&self, t: BatchTime, env: &Env) -> bool {
+    pub(crate) fn is_time(&self, t: BatchTime, env: &ExecutionEnv) -> bool {
         t > env.zero && (t.0 - env.zero.0).is_multiple_of((self.slide.as_millis() as u64).max(1))
     }
 
     /// The node's batch at `t`: memoised; empty before the zero time or off its slide.
-    pub(crate) fn get(&self, t: BatchTime, env: &Env) -> Result<Batch<T>> {
+    pub(crate) fn get(&self, t: BatchTime, env: &ExecutionEnv) -> Result<Batch<T>> {
         if !self.is_time(t, env) {
             return Ok(Batch::default());
         }
@@ -143,17 +144,21 @@ pub(crate) trait AnyNode: Send + Sync + std::fmt::Debug {
     fn restore_memo(&self, bytes: &[u8]) -> Result<()>;
     /// A stateful node's state at `t` as `(key, value)` bytes, or `None` for a node
     /// that keeps no state.
-    fn state_entries(&self, t: BatchTime, env: &Env) -> Option<Result<Vec<(Vec<u8>, Vec<u8>)>>>;
+    fn state_entries(
+        &self,
+        t: BatchTime,
+        env: &ExecutionEnv,
+    ) -> Option<Result<Vec<(Vec<u8>, Vec<u8>)>>>;
     /// Restores a stateful node's state at `t` from `(key, value)` bytes.
     fn restore_state(
         &self,
         t: BatchTime,
         entries: Vec<(Vec<u8>, Vec<u8>)>,
-        env: &Env,
+        env: &ExecutionEnv,
     ) -> Result<()>;
     /// Computes the node's batch at `t` if it keeps batches for a window, so a window
     /// that reads it later finds it even if nothing read it at `t`.
-    fn keep_for_window(&self, t: BatchTime, env: &Env) -> Result<()>;
+    fn keep_for_window(&self, t: BatchTime, env: &ExecutionEnv) -> Result<()>;
 }
 
 impl<T: crate::Data> AnyNode for Node<T> {
@@ -180,7 +185,7 @@ impl<T: crate::Data> AnyNode for Node<T> {
         self.remember_ms.load(Ordering::Relaxed) > batch.as_millis() as u64
     }
 
-    fn keep_for_window(&self, t: BatchTime, env: &Env) -> Result<()> {
+    fn keep_for_window(&self, t: BatchTime, env: &ExecutionEnv) -> Result<()> {
         if self.remembers_past(env.batch) {
             self.get(t, env)?;
         }
@@ -205,7 +210,11 @@ impl<T: crate::Data> AnyNode for Node<T> {
         Ok(())
     }
 
-    fn state_entries(&self, t: BatchTime, env: &Env) -> Option<Result<Vec<(Vec<u8>, Vec<u8>)>>> {
+    fn state_entries(
+        &self,
+        t: BatchTime,
+        env: &ExecutionEnv,
+    ) -> Option<Result<Vec<(Vec<u8>, Vec<u8>)>>> {
         let kv = self.kv.get()?;
         Some(
             self.get(t, env)
@@ -217,7 +226,7 @@ impl<T: crate::Data> AnyNode for Node<T> {
         &self,
         t: BatchTime,
         entries: Vec<(Vec<u8>, Vec<u8>)>,
-        _env: &Env,
+        _env: &ExecutionEnv,
     ) -> Result<()> {
         let kv = self.kv.get().ok_or_else(|| {
             crate::EngineError::User(format!("node {} keeps no state to restore", self.info.id))

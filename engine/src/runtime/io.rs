@@ -2,7 +2,7 @@
 //! batch (every source implements it), an [`Output`] runs once per batch time (every
 //! output operation and sink is one).
 
-use crate::runtime::graph::Env;
+use crate::runtime::graph::ExecutionEnv;
 use crate::{BatchTime, EngineError, Result};
 
 /// An input of the graph: decides the data of each batch.
@@ -10,11 +10,11 @@ pub(crate) trait Input: Send + Sync {
     /// A name for logs (`socket 127.0.0.1:9999`).
     fn describe(&self) -> String;
     /// Starts receiving (receivers start their threads here).
-    fn start(&self, env: &Env) -> Result<()>;
+    fn start(&self, env: &ExecutionEnv) -> Result<()>;
     /// Fixes the data of batch `t` (blocks received so far, or an offset range) and
     /// returns how many records it holds. Called once per batch, in time order, before
     /// any job of `t` runs.
-    fn allocate(&self, t: BatchTime, env: &Env) -> Result<u64>;
+    fn allocate(&self, t: BatchTime, env: &ExecutionEnv) -> Result<u64>;
     /// Stops receiving new data (already received data stays to be allocated).
     fn stop_receiving(&self);
     /// Whether everything received has been allocated to a batch.
@@ -28,7 +28,7 @@ pub(crate) trait Input: Send + Sync {
         None
     }
     /// Fixes the data of batch `t` from a plan written by `plan_of` (restart).
-    fn replay(&self, _t: BatchTime, _plan: &[u8], _env: &Env) -> Result<u64> {
+    fn replay(&self, _t: BatchTime, _plan: &[u8], _env: &ExecutionEnv) -> Result<u64> {
         Err(EngineError::NotReplayable {
             input: self.describe(),
         })
@@ -51,5 +51,5 @@ pub(crate) trait Input: Send + Sync {
 /// An output operation: runs once per batch time, in definition order.
 pub(crate) trait Output: Send + Sync {
     fn describe(&self) -> String;
-    fn run(&self, t: BatchTime, env: &Env) -> Result<()>;
+    fn run(&self, t: BatchTime, env: &ExecutionEnv) -> Result<()>;
 }

@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use crate::observe::listener::{BatchInfo, StreamingListener};
 use crate::runtime::context::{now_ms, CtxInner};
-use crate::runtime::graph::{AnyNode, Env};
+use crate::runtime::graph::{AnyNode, ExecutionEnv};
 use crate::runtime::io::{Input, Output};
 use crate::{BatchTime, EngineError, Result};
 
-pub(crate) fn run_scheduler(inner: &Arc<CtxInner>, env: &Env) -> Result<()> {
+pub(crate) fn run_scheduler(inner: &Arc<CtxInner>, env: &ExecutionEnv) -> Result<()> {
     let (inputs, outputs, nodes) = {
         let st = inner.state();
         (
@@ -21,13 +21,13 @@ pub(crate) fn run_scheduler(inner: &Arc<CtxInner>, env: &Env) -> Result<()> {
             st.registry.nodes.clone(),
         )
     };
-    let durable = inner.durable();
-    let job = Job {
+    let durable = inner.driver_store();
+    let runner = BatchRunner {
         env,
         inputs: &inputs,
         outputs: &outputs,
         nodes: &nodes,
-        durable: durable.as_deref(),
+        store: durable.as_deref(),
         app_name: &inner.conf.app_name,
     };
     let mut t = env.zero.plus(env.batch);
@@ -39,10 +39,10 @@ pub(crate) fn run_scheduler(inner: &Arc<CtxInner>, env: &Env) -> Result<()> {
         // then the batch times the clock passed while the driver was down.
         let listeners = inner.state().listeners.clone();
         for (time, plans) in &plan.replay {
-            job.run_batch(BatchTime(*time), Some(plans), &listeners)?;
+            runner.run_batch(BatchTime(*time), Some(plans), &listeners)?;
         }
         for time in &plan.catch_up {
-            job.run_batch(BatchTime(*time), None, &listeners)?;
+            runner.run_batch(BatchTime(*time), None, &listeners)?;
         }
         t = BatchTime(plan.next_ms);
     }
@@ -73,21 +73,21 @@ pub(crate) fn run_scheduler(inner: &Arc<CtxInner>, env: &Env) -> Result<()> {
                 return Ok(());
             }
         }
-        job.run_batch(t, None, &listeners)?;
+        runner.run_batch(t, None, &listeners)?;
         t = t.plus(env.batch);
     }
 }
 
-struct Job<'a> {
-    env: &'a Env,
+struct BatchRunner<'a> {
+    env: &'a ExecutionEnv,
     inputs: &'a [Arc<dyn Input>],
     outputs: &'a [Arc<dyn Output>],
     nodes: &'a [Arc<dyn AnyNode>],
-    durable: Option<&'a crate::durable::Durable>,
+    store: Option<&'a crate::durable::DriverStore>,
     app_name: &'a str,
 }
 
-impl Job<'_> {
+impl BatchRunner<'_> {
     /// Runs batch `t`: fix its inputs (or replay a logged plan), log the plan durably,
     /// run the outputs in order, log completion, checkpoint when due.
     fn run_batch(
@@ -108,7 +108,7 @@ impl Job<'_> {
                 None => input.allocate(t, env)?,
             };
         }
-        if let (Some(d), None) = (self.durable, replay) {
+        if let (Some(d), None) = (self.store, replay) {
             let plans = self
                 .inputs
                 .iter()
@@ -145,7 +145,7 @@ impl Job<'_> {
         for n in self.nodes {
             n.keep_for_window(t, env)?;
         }
-        if let Some(d) = self.durable {
+        if let Some(d) = self.store {
             d.completed(t)?;
             if d.due(t, env) {
                 d.checkpoint(t, env, self.app_name, self.nodes, self.inputs)?;

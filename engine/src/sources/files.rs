@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::runtime::graph::Env;
+use crate::runtime::graph::ExecutionEnv;
 use crate::runtime::io::Input;
 use crate::sources::queue::Allocations;
 use crate::sources::socket::{decode_lines, Decoder};
@@ -176,7 +176,7 @@ struct FileInput<T> {
 impl<T: Data> FileInput<T> {
     /// Reads the files `names` (in that order, one partition each) as batch `t` and
     /// marks them processed.
-    fn take_files(&self, t: BatchTime, names: Vec<String>, env: &Env) -> Result<u64> {
+    fn take_files(&self, t: BatchTime, names: Vec<String>, env: &ExecutionEnv) -> Result<u64> {
         let paths: Vec<PathBuf> = names.iter().map(|n| self.dir.join(n)).collect();
         let decoder = &self.decoder;
         let parts: Vec<Result<Vec<T>>> = env.par_map(&paths, |p| read_file(p, decoder));
@@ -207,7 +207,7 @@ impl<T: Data> Input for FileInput<T> {
         format!("directory {}", self.dir.display())
     }
 
-    fn start(&self, _env: &Env) -> Result<()> {
+    fn start(&self, _env: &ExecutionEnv) -> Result<()> {
         match std::fs::metadata(&self.dir) {
             Ok(m) if m.is_dir() => {
                 if self.new_files_only && !self.restored.load(Ordering::SeqCst) {
@@ -230,7 +230,7 @@ impl<T: Data> Input for FileInput<T> {
         }
     }
 
-    fn allocate(&self, t: BatchTime, env: &Env) -> Result<u64> {
+    fn allocate(&self, t: BatchTime, env: &ExecutionEnv) -> Result<u64> {
         let stopping = self.stopping.load(Ordering::SeqCst);
         let names = {
             let mut processed = self.processed.lock().unwrap_or_else(|e| e.into_inner());
@@ -264,7 +264,7 @@ impl<T: Data> Input for FileInput<T> {
         crate::runtime::graph::encode(planned.get(&t)?).ok()
     }
 
-    fn replay(&self, t: BatchTime, plan: &[u8], env: &Env) -> Result<u64> {
+    fn replay(&self, t: BatchTime, plan: &[u8], env: &ExecutionEnv) -> Result<u64> {
         let names: Vec<String> = crate::runtime::graph::decode(plan)?;
         self.take_files(t, names, env)
     }
@@ -364,8 +364,8 @@ mod tests {
         assert!(err.contains("missing"), "{err}");
     }
 
-    fn env() -> Env {
-        Env {
+    fn env() -> ExecutionEnv {
+        ExecutionEnv {
             zero: BatchTime(0),
             batch: std::time::Duration::from_millis(100),
             parallelism: 2,

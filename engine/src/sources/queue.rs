@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::runtime::graph::{Env, NodeInfo};
+use crate::runtime::graph::{ExecutionEnv, NodeInfo};
 use crate::runtime::io::Input;
 use crate::{Batch, BatchTime, DStream, Data, Result, StreamingContext};
 
@@ -153,10 +153,10 @@ impl<T: Data> Input for QueueInput<T> {
     fn describe(&self) -> String {
         "queue".into()
     }
-    fn start(&self, _env: &Env) -> Result<()> {
+    fn start(&self, _env: &ExecutionEnv) -> Result<()> {
         Ok(())
     }
-    fn allocate(&self, t: BatchTime, _env: &Env) -> Result<u64> {
+    fn allocate(&self, t: BatchTime, _env: &ExecutionEnv) -> Result<u64> {
         let from = *lock(&self.cursor);
         let to = if self.one_at_a_time {
             from + 1
@@ -178,7 +178,7 @@ impl<T: Data> Input for QueueInput<T> {
         let (a, b) = *lock(&self.plans).get(&t)?;
         crate::runtime::graph::encode(&(a as u64, b as u64)).ok()
     }
-    fn replay(&self, t: BatchTime, plan: &[u8], _env: &Env) -> Result<u64> {
+    fn replay(&self, t: BatchTime, plan: &[u8], _env: &ExecutionEnv) -> Result<u64> {
         let (a, b): (u64, u64) = crate::runtime::graph::decode(plan)?;
         Ok(self.take(t, a as usize, b as usize))
     }
@@ -217,7 +217,7 @@ impl<T: Data> GeneratorInput<T> {
         ((t - zero) as u128 * self.rate as u128 / 1000) as u64
     }
 
-    fn generate(&self, t: BatchTime, from: u64, to: u64, env: &Env) -> u64 {
+    fn generate(&self, t: BatchTime, from: u64, to: u64, env: &ExecutionEnv) -> u64 {
         let to = to.max(from);
         let n = (to - from) as usize;
         // Split the range into up to `parallelism` partitions.
@@ -243,13 +243,13 @@ impl<T: Data> Input for GeneratorInput<T> {
     fn describe(&self) -> String {
         format!("generator {:?} at {}/s", self.name, self.rate)
     }
-    fn start(&self, env: &Env) -> Result<()> {
+    fn start(&self, env: &ExecutionEnv) -> Result<()> {
         self.zero.store(env.zero.0, Ordering::SeqCst);
         self.batch_ms
             .store(env.batch.as_millis() as u64, Ordering::SeqCst);
         Ok(())
     }
-    fn allocate(&self, t: BatchTime, env: &Env) -> Result<u64> {
+    fn allocate(&self, t: BatchTime, env: &ExecutionEnv) -> Result<u64> {
         let from = self.next_offset.load(Ordering::SeqCst);
         Ok(self.generate(t, from, self.offset_at(t.0), env))
     }
@@ -280,7 +280,7 @@ impl<T: Data> Input for GeneratorInput<T> {
     fn plan_of(&self, t: BatchTime) -> Option<Vec<u8>> {
         crate::runtime::graph::encode(lock(&self.plans).get(&t)?).ok()
     }
-    fn replay(&self, t: BatchTime, plan: &[u8], env: &Env) -> Result<u64> {
+    fn replay(&self, t: BatchTime, plan: &[u8], env: &ExecutionEnv) -> Result<u64> {
         let (from, to): (u64, u64) = crate::runtime::graph::decode(plan)?;
         Ok(self.generate(t, from, to, env))
     }

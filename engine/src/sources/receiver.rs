@@ -52,7 +52,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::runtime::graph::Env;
+use crate::runtime::graph::ExecutionEnv;
 use crate::runtime::io::Input;
 use crate::sources::lines::PackedLines;
 use crate::sources::queue::Allocations;
@@ -97,7 +97,7 @@ pub trait Receiver<T: Data>: Send + 'static {
 /// A receiver's link to the engine, handed to [`Receiver::run`]. Cheap to clone, so a
 /// receiver can pass it to helper threads.
 pub struct ReceiverContext<T> {
-    shared: Arc<Shared<T>>,
+    shared: Arc<ReceiverCore<T>>,
 }
 
 impl<T> Clone for ReceiverContext<T> {
@@ -128,8 +128,10 @@ impl<T: Data> ReceiverContext<T> {
     pub fn store(&self, record: T) {
         self.shared.wait_for_room();
         self.shared.acquire(1);
-        self.shared
-            .buffer_records(Held::Records(vec![record]), std::mem::size_of::<T>() as u64);
+        self.shared.buffer_records(
+            BufferedRecords::Records(vec![record]),
+            std::mem::size_of::<T>() as u64,
+        );
         self.shared.received.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -147,7 +149,8 @@ impl<T: Data> ReceiverContext<T> {
         let n = records.len() as u64;
         self.shared.wait_for_room();
         self.shared.acquire(n);
-        self.shared.buffer_records(Held::Records(records), bytes);
+        self.shared
+            .buffer_records(BufferedRecords::Records(records), bytes);
         self.shared.received.fetch_add(n, Ordering::Relaxed);
     }
 
@@ -268,7 +271,7 @@ impl ReceiverContext<String> {
         let n = lines.len() as u64;
         self.shared.wait_for_room();
         self.shared.acquire(n);
-        let held = Held::Lines {
+        let held = BufferedRecords::Lines {
             lines: std::mem::take(lines),
             unpack: PackedLines::to_strings,
         };
@@ -330,7 +333,7 @@ fn lock<X>(m: &Mutex<X>) -> MutexGuard<'_, X> {
 struct ReceivedBlock<T> {
     /// Per-receiver sequence number.
     id: u64,
-    records: Held<T>,
+    records: BufferedRecords<T>,
     /// Where the block is in the receiver WAL (with the WAL on).
     handle: Option<sluice_wal::RecordHandle>,
 }
@@ -348,7 +351,7 @@ type StopHook = Box<dyn FnOnce() + Send>;
 
 /// Records as a receiver stored them: decoded, or lines of text packed together (a
 /// socket text stream; see [`crate::sources::lines`]), made records when a batch takes them.
-enum Held<T> {
+enum BufferedRecords<T> {
     Records(Vec<T>),
     Lines {
         lines: PackedLines,
@@ -359,17 +362,17 @@ enum Held<T> {
     },
 }
 
-impl<T> Default for Held<T> {
+impl<T> Default for BufferedRecords<T> {
     fn default() -> Self {
-        Held::Records(Vec::new())
+        BufferedRecords::Records(Vec::new())
     }
 }
 
-impl<T: Data> Held<T> {
+impl<T: Data> BufferedRecords<T> {
     fn len(&self) -> usize {
         match self {
-            Held::Records(v) => v.len(),
-            Held::Lines { lines, .. } => lines.len(),
+            BufferedRecords::Records(v) => v.len(),
+            BufferedRecords::Lines { lines, .. } => lines.len(),
         }
     }
 
@@ -380,29 +383,33 @@ impl<T: Data> Held<T> {
     /// The records, in order.
     fn into_records(self) -> Vec<T> {
         match self {
-            Held::Records(v) => v,
-            Held::Lines { lines, unpack } => unpack(&lines),
+            BufferedRecords::Records(v) => v,
+            BufferedRecords::Lines { lines, unpack } => unpack(&lines),
         }
     }
 
     /// Appends `more` (packed lines stay packed while both are).
-    fn append(&mut self, more: Held<T>, reserve: (usize, usize)) {
+    fn append(&mut self, more: BufferedRecords<T>, reserve: (usize, usize)) {
         match (&mut *self, more) {
-            (Held::Records(v), Held::Records(w)) => {
+            (BufferedRecords::Records(v), BufferedRecords::Records(w)) => {
                 if v.capacity() == 0 {
                     // Grown once to about the last block's size, not doubled up to it.
                     v.reserve(reserve.0.max(w.len()));
                 }
                 v.extend(w);
             }
-            (Held::Lines { lines, .. }, Held::Lines { lines: more, .. }) => lines.append(&more),
-            (Held::Records(v), Held::Lines { lines, unpack }) if v.is_empty() => {
+            (BufferedRecords::Lines { lines, .. }, BufferedRecords::Lines { lines: more, .. }) => {
+                lines.append(&more)
+            }
+            (BufferedRecords::Records(v), BufferedRecords::Lines { lines, unpack })
+                if v.is_empty() =>
+            {
                 // Room for about the last block, and an eighth more: a block is cut
                 // a little after it reaches `BLOCK_BYTES`, by a varying amount.
                 let (n, bytes) = (reserve.0 + reserve.0 / 8, reserve.1 + reserve.1 / 8);
                 let mut packed = PackedLines::with_capacity(bytes, n);
                 packed.append(&lines);
-                *self = Held::Lines {
+                *self = BufferedRecords::Lines {
                     lines: packed,
                     unpack,
                 };
@@ -411,16 +418,16 @@ impl<T: Data> Held<T> {
                 // A receiver storing both records and lines: keep their order.
                 let mut v = std::mem::take(self).into_records();
                 v.extend(more.into_records());
-                *self = Held::Records(v);
+                *self = BufferedRecords::Records(v);
             }
         }
     }
 
     /// Splits off the records from `at` on.
-    fn split_off(&mut self, at: usize) -> Held<T> {
+    fn split_off(&mut self, at: usize) -> BufferedRecords<T> {
         match self {
-            Held::Records(v) => Held::Records(v.split_off(at)),
-            Held::Lines { lines, unpack } => Held::Lines {
+            BufferedRecords::Records(v) => BufferedRecords::Records(v.split_off(at)),
+            BufferedRecords::Lines { lines, unpack } => BufferedRecords::Lines {
                 lines: lines.split_off(at),
                 unpack: *unpack,
             },
@@ -430,23 +437,32 @@ impl<T: Data> Held<T> {
     /// The block as the receiver WAL holds it (see [`encode_block`]).
     fn encode(&self, position: Option<&[u8]>) -> Result<Vec<u8>> {
         match self {
-            Held::Records(v) => encode_block(v.as_slice(), position),
-            Held::Lines { lines, .. } => encode_block(lines, position),
+            BufferedRecords::Records(v) => encode_block(v.as_slice(), position),
+            BufferedRecords::Lines { lines, .. } => encode_block(lines, position),
         }
     }
 }
 
+/// Whether [`ReceiverCore::store_cut_blocks`] also cuts what the buffer holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BufferCut {
+    /// The block interval ended: the buffer becomes one more block.
+    Cut,
+    /// Only the blocks already cut (at [`BLOCK_BYTES`]) are stored.
+    Keep,
+}
+
 /// State shared by the receiver thread, the block generator, the context handle and
 /// the input.
-struct Shared<T> {
+struct ReceiverCore<T> {
     name: String,
     limiter: Arc<RateLimiter>,
     /// Records `store`d since the last cut.
-    buffer: Mutex<Held<T>>,
+    buffer: Mutex<BufferedRecords<T>>,
     /// Serialises storing blocks, so they are queued in the order of their WAL records.
     cut: Mutex<()>,
     /// Blocks cut from the buffer and not yet stored, in order, with their bytes.
-    cuts: Mutex<VecDeque<(Held<T>, u64)>>,
+    cuts: Mutex<VecDeque<(BufferedRecords<T>, u64)>>,
     /// Stored blocks not yet allocated to a batch.
     blocks: Mutex<VecDeque<ReceivedBlock<T>>>,
     next_block: AtomicU64,
@@ -493,8 +509,8 @@ struct Shared<T> {
     bytes_queued: AtomicU64,
 }
 
-impl<T: Data> Shared<T> {
-    fn buffer(&self) -> MutexGuard<'_, Held<T>> {
+impl<T: Data> ReceiverCore<T> {
+    fn buffer(&self) -> MutexGuard<'_, BufferedRecords<T>> {
         lock(&self.buffer)
     }
 
@@ -569,7 +585,7 @@ impl<T: Data> Shared<T> {
     /// Once the buffer holds [`BLOCK_BYTES`] it is cut here, on the storing thread, so
     /// blocks stay about that size also while the block generator is busy writing
     /// earlier ones to the WAL.
-    fn buffer_records(&self, records: Held<T>, bytes: u64) {
+    fn buffer_records(&self, records: BufferedRecords<T>, bytes: u64) {
         self.bytes_buffered.fetch_add(bytes, Ordering::SeqCst);
         let mut b = self.buffer();
         let reserve = (
@@ -600,7 +616,7 @@ impl<T: Data> Shared<T> {
 
     /// Moves what the buffer holds to the blocks cut and not yet stored (called with
     /// the buffer locked, so cuts are queued in the order of their records).
-    fn take_cut(&self, buffer: &mut Held<T>) {
+    fn take_cut(&self, buffer: &mut BufferedRecords<T>) {
         let bytes = self.bytes_in_buffer.swap(0, Ordering::SeqCst);
         let records = std::mem::take(buffer);
         if records.is_empty() {
@@ -614,16 +630,16 @@ impl<T: Data> Shared<T> {
         lock(&self.cuts).push_back((records, bytes));
     }
 
-    /// Stores the blocks cut so far, after cutting the buffer into one more if `buffer`
-    /// (the block interval ended; not when woken early by a cut at [`BLOCK_BYTES`]).
-    /// One WAL commit covers them all.
-    fn cut_block(&self, buffer: bool) {
+    /// Stores the blocks cut so far, after cutting the buffer into one more with
+    /// [`BufferCut::Cut`] (the block interval ended; not when woken early by a cut at
+    /// [`BLOCK_BYTES`]). One WAL commit covers them all.
+    fn store_cut_blocks(&self, buffer: BufferCut) {
         let _g = lock(&self.cut);
-        if buffer {
+        if buffer == BufferCut::Cut {
             let mut b = self.buffer();
             self.take_cut(&mut b);
         }
-        let cuts: Vec<(Held<T>, u64)> = lock(&self.cuts).drain(..).collect();
+        let cuts: Vec<(BufferedRecords<T>, u64)> = lock(&self.cuts).drain(..).collect();
         if cuts.is_empty() {
             return;
         }
@@ -650,7 +666,7 @@ impl<T: Data> Shared<T> {
     /// and a reliable receiver acknowledges its source only for durable data
     /// (DESIGN.md, durability protocol step 1). Nothing else may push to `blocks`.
     /// `position` goes with the last block.
-    fn store_blocks(&self, blocks: Vec<Held<T>>, position: Option<&[u8]>) -> Result<()> {
+    fn store_blocks(&self, blocks: Vec<BufferedRecords<T>>, position: Option<&[u8]>) -> Result<()> {
         let n: u64 = blocks.iter().map(|b| b.len() as u64).sum();
         let count = blocks.len() as u64;
         let last = blocks.len().saturating_sub(1);
@@ -725,7 +741,7 @@ impl<T: Data> Shared<T> {
     fn store_positioned(&self, records: Vec<T>, position: Option<Vec<u8>>) -> Result<()> {
         // Under the cut lock: blocks are queued in WAL order, positions in block order.
         let _g = lock(&self.cut);
-        self.store_blocks(vec![Held::Records(records)], position.as_deref())?;
+        self.store_blocks(vec![BufferedRecords::Records(records)], position.as_deref())?;
         if position.is_some() {
             *lock(&self.position) = position;
         }
@@ -763,7 +779,11 @@ pub(crate) fn restart_delay(base: Duration, failures: u32) -> Duration {
 }
 
 /// Runs the receiver until it ends for good, restarting it after errors.
-fn supervise<T: Data>(shared: Arc<Shared<T>>, mut receiver: Box<dyn Receiver<T>>, base: Duration) {
+fn supervise<T: Data>(
+    shared: Arc<ReceiverCore<T>>,
+    mut receiver: Box<dyn Receiver<T>>,
+    base: Duration,
+) {
     let ctx = ReceiverContext {
         shared: shared.clone(),
     };
@@ -816,7 +836,7 @@ fn supervise<T: Data>(shared: Arc<Shared<T>>, mut receiver: Box<dyn Receiver<T>>
         lock(&shared.stats).restarts += 1;
     }
     // What was stored before the stop becomes the last block.
-    shared.cut_block(true);
+    shared.store_cut_blocks(BufferCut::Cut);
     shared.finished.store(true, Ordering::SeqCst);
     shared.wake();
     tracing::info!(receiver = %shared.name, "receiver stopped");
@@ -824,7 +844,7 @@ fn supervise<T: Data>(shared: Arc<Shared<T>>, mut receiver: Box<dyn Receiver<T>>
 
 /// Cuts a block every `interval` until the receiver has finished (the supervisor cuts
 /// the last one).
-fn generate_blocks<T: Data>(shared: Arc<Shared<T>>, interval: Duration) {
+fn generate_blocks<T: Data>(shared: Arc<ReceiverCore<T>>, interval: Duration) {
     let mut next = Instant::now() + interval;
     loop {
         shared.sleep_until(next.saturating_duration_since(Instant::now()), || {
@@ -837,7 +857,11 @@ fn generate_blocks<T: Data>(shared: Arc<Shared<T>>, interval: Duration) {
         // Woken early, blocks were cut at `BLOCK_BYTES`: store them; the buffer is cut
         // when the interval ends.
         let now = Instant::now();
-        shared.cut_block(next <= now);
+        shared.store_cut_blocks(if next <= now {
+            BufferCut::Cut
+        } else {
+            BufferCut::Keep
+        });
         if next <= now {
             next += interval;
             if next < now {
@@ -850,7 +874,7 @@ fn generate_blocks<T: Data>(shared: Arc<Shared<T>>, interval: Duration) {
 
 /// The input of a receiver stream.
 struct ReceiverInput<T> {
-    shared: Arc<Shared<T>>,
+    shared: Arc<ReceiverCore<T>>,
     receiver: Mutex<Option<Box<dyn Receiver<T>>>>,
     alloc: Arc<Allocations<T>>,
     /// Records allocated per batch, for backpressure (`None` without it).
@@ -867,10 +891,10 @@ struct ReceiverInput<T> {
     /// again before the first new batch.
     boundary: u64,
     requeued: AtomicBool,
-    /// The bytes (see `Shared::bytes_queued`) each batch took, released to the buffer
+    /// The bytes (see `ReceiverCore::bytes_queued`) each batch took, released to the buffer
     /// bound once the batch completes.
     batch_bytes: Mutex<BTreeMap<BatchTime, u64>>,
-    /// `Shared::bytes_queued` when the last batch took its blocks.
+    /// `ReceiverCore::bytes_queued` when the last batch took its blocks.
     bytes_taken: AtomicU64,
     /// The CPU pool (from the first allocation), to free processed batches on.
     pool: std::sync::OnceLock<Arc<rayon::ThreadPool>>,
@@ -898,7 +922,7 @@ impl<T: Data> ReceiverInput<T> {
             }
             old.push(ReceivedBlock {
                 id: u64::MAX,
-                records: Held::Records(decode_block(&bytes)?),
+                records: BufferedRecords::Records(decode_block(&bytes)?),
                 handle: Some(handle),
             });
         }
@@ -917,7 +941,7 @@ impl<T: Data> Input for ReceiverInput<T> {
         format!("receiver {}", self.shared.name)
     }
 
-    fn start(&self, _env: &Env) -> Result<()> {
+    fn start(&self, _env: &ExecutionEnv) -> Result<()> {
         let receiver = lock(&self.receiver)
             .take()
             .ok_or_else(|| EngineError::Config {
@@ -945,7 +969,7 @@ impl<T: Data> Input for ReceiverInput<T> {
         Ok(())
     }
 
-    fn allocate(&self, t: BatchTime, env: &Env) -> Result<u64> {
+    fn allocate(&self, t: BatchTime, env: &ExecutionEnv) -> Result<u64> {
         if let Some(msg) = lock(&self.shared.fatal).clone() {
             return Err(EngineError::ReceiverFailed(msg));
         }
@@ -972,9 +996,12 @@ impl<T: Data> Input for ReceiverInput<T> {
         // Packed lines become records here, block by block on the CPU pool.
         let parts: Vec<Vec<T>> = {
             use rayon::prelude::*;
-            let held: Vec<Held<T>> = blocks.into_iter().map(|b| b.records).collect();
-            env.pool
-                .install(|| held.into_par_iter().map(Held::into_records).collect())
+            let held: Vec<BufferedRecords<T>> = blocks.into_iter().map(|b| b.records).collect();
+            env.pool.install(|| {
+                held.into_par_iter()
+                    .map(BufferedRecords::into_records)
+                    .collect()
+            })
         };
         let batch = Batch::from_partitions(parts);
         let n = batch.len() as u64;
@@ -1028,7 +1055,7 @@ impl<T: Data> Input for ReceiverInput<T> {
         crate::runtime::graph::encode(lock(&self.plans).get(&t)?).ok()
     }
 
-    fn replay(&self, t: BatchTime, plan: &[u8], _env: &Env) -> Result<u64> {
+    fn replay(&self, t: BatchTime, plan: &[u8], _env: &ExecutionEnv) -> Result<u64> {
         let wal = self
             .shared
             .wal
@@ -1146,7 +1173,7 @@ impl StreamingContext {
                     reason: "the receiver WAL lives at the checkpoint location: set one".into(),
                 })?;
             let k = self.inner.receiver_count.fetch_add(1, Ordering::SeqCst);
-            let url = crate::durable::side_url(location, &format!("receiver-wal-{k}"));
+            let url = crate::durable::sibling_location(location, &format!("receiver-wal-{k}"));
             Some(sluice_wal::Wal::open_url(
                 &url,
                 sluice_wal::WalOptions::default(),
@@ -1172,10 +1199,10 @@ impl StreamingContext {
         } else {
             None
         };
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(ReceiverCore {
             name,
             limiter,
-            buffer: Mutex::new(Held::default()),
+            buffer: Mutex::new(BufferedRecords::default()),
             cut: Mutex::new(()),
             cuts: Mutex::new(VecDeque::new()),
             blocks: Mutex::new(VecDeque::new()),
@@ -1251,28 +1278,28 @@ mod tests {
         );
     }
 
-    fn lines(ls: &[&str]) -> Held<String> {
+    fn lines(ls: &[&str]) -> BufferedRecords<String> {
         let mut p = PackedLines::default();
         for l in ls {
             p.push(l);
         }
-        Held::Lines {
+        BufferedRecords::Lines {
             lines: p,
             unpack: PackedLines::to_strings,
         }
     }
 
-    fn records(ls: &[&str]) -> Held<String> {
-        Held::Records(ls.iter().map(|l| l.to_string()).collect())
+    fn records(ls: &[&str]) -> BufferedRecords<String> {
+        BufferedRecords::Records(ls.iter().map(|l| l.to_string()).collect())
     }
 
     #[test]
     fn held_lines_and_records_append_in_order_and_stay_packed_together() {
-        let mut h = Held::default();
+        let mut h = BufferedRecords::default();
         h.append(lines(&["a", "b"]), (0, 0));
         h.append(lines(&["c"]), (4, 64));
         assert!(
-            matches!(h, Held::Lines { .. }),
+            matches!(h, BufferedRecords::Lines { .. }),
             "lines after lines stay packed"
         );
         h.append(records(&["d"]), (0, 0));
