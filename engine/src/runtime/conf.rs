@@ -240,7 +240,9 @@ impl StreamingConf {
                     let n = parse_bytes(&v).map_err(bad)?;
                     self.receiver_max_buffered = (n > 0).then_some(n);
                 }
-                // A testing hook read by `sluice::crash`, not a setting.
+                // A testing hook read by `sluice::failpoints` (built with that feature
+                // only; otherwise an unknown setting, since nothing would read it).
+                #[cfg(feature = "failpoints")]
                 "SLUICE_CRASH_AT" => {}
                 // The tools' own variables (the test servers, the chaos harness, the
                 // benches): exported in a shell where jobs run too, never the job's.

@@ -1,4 +1,9 @@
-//! Exactly-once sinks: PostgreSQL, MySQL/MariaDB and Redis.
+//! Exactly-once sinks: PostgreSQL, MySQL/MariaDB and Redis, each behind a cargo
+//! feature of the same name (`postgres`, `mysql`, `redis`; all on by default), so a job
+//! that does not use one leaves its client out of the build. The file outputs
+//! (`save_as_text_files`, …) are output operations in `ops::output`. A new sink is a
+//! file here, behind its own feature, that turns a batch and its batch id into one
+//! atomic or idempotent write.
 //!
 //! A restarted driver re-runs its unfinished batches with the same inputs and the same
 //! batch times (DESIGN.md, durability protocol). A sink turns those replays into no-ops
@@ -88,21 +93,35 @@
 //! # Ok::<(), sluice::EngineError>(())
 //! ```
 
+// The shared helpers below serve the sinks; a build without any sink feature keeps
+// them (they are small) rather than a cfg on each.
+#![cfg_attr(
+    not(any(feature = "postgres", feature = "mysql", feature = "redis")),
+    allow(dead_code)
+)]
+
 use std::error::Error as StdError;
 use std::fmt;
 
 use crate::{BatchTime, EngineError};
 
+#[cfg(feature = "mysql")]
 mod mysql;
+#[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(feature = "redis")]
 mod redis;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+mod sql;
 
+#[cfg(feature = "mysql")]
 pub use self::mysql::MySqlSink;
+#[cfg(feature = "postgres")]
 pub use self::postgres::PostgresSink;
+#[cfg(feature = "redis")]
 pub use self::redis::{RedisSink, RedisWrite};
-
-/// The marker table the SQL sinks create and use unless told otherwise.
-pub const DEFAULT_MARKER_TABLE: &str = "sluice_batches";
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub use self::sql::{SqlValue, DEFAULT_MARKER_TABLE};
 
 /// An error a user's write closure may return: any error converts with `?`.
 pub type BoxError = Box<dyn StdError + Send + Sync>;
@@ -123,66 +142,6 @@ pub enum BatchOutcome {
     Empty,
 }
 
-/// One value of a row, for the SQL sinks' row mappers. Built with `.into()` from
-/// `bool`, integers, floats, `String`/`&str`, `Vec<u8>`/`&[u8]` and `Option` of those
-/// (`None` is SQL `NULL`). PostgreSQL converts integers to the column's integer or
-/// float type (an out-of-range value is an error, never a silent wrap).
-#[derive(Debug, Clone, PartialEq)]
-pub enum SqlValue {
-    /// SQL `NULL`.
-    Null,
-    /// A boolean.
-    Bool(bool),
-    /// A signed integer.
-    Int(i64),
-    /// An unsigned integer.
-    UInt(u64),
-    /// A floating-point number.
-    Float(f64),
-    /// Text.
-    Text(String),
-    /// Bytes (`bytea`, `BLOB`).
-    Bytes(Vec<u8>),
-}
-
-macro_rules! sql_value_from {
-    ($($t:ty => $v:ident as $as:ty),* $(,)?) => {$(
-        impl From<$t> for SqlValue {
-            fn from(x: $t) -> Self {
-                SqlValue::$v(<$as>::from(x))
-            }
-        }
-    )*};
-}
-
-sql_value_from!(
-    bool => Bool as bool,
-    i8 => Int as i64, i16 => Int as i64, i32 => Int as i64, i64 => Int as i64,
-    u8 => UInt as u64, u16 => UInt as u64, u32 => UInt as u64, u64 => UInt as u64,
-    f32 => Float as f64, f64 => Float as f64,
-    String => Text as String, &str => Text as String,
-    Vec<u8> => Bytes as Vec<u8>, &[u8] => Bytes as Vec<u8>,
-);
-
-impl From<usize> for SqlValue {
-    fn from(x: usize) -> Self {
-        SqlValue::UInt(x as u64)
-    }
-}
-
-impl From<&String> for SqlValue {
-    fn from(x: &String) -> Self {
-        SqlValue::Text(x.clone())
-    }
-}
-
-impl<T: Into<SqlValue>> From<Option<T>> for SqlValue {
-    fn from(x: Option<T>) -> Self {
-        x.map_or(SqlValue::Null, Into::into)
-    }
-}
-
-/// Which sink, for messages: `postgres sink "word-counts"`.
 #[derive(Debug, Clone)]
 pub(crate) struct SinkName {
     pub(crate) kind: &'static str,
@@ -262,25 +221,6 @@ pub(crate) fn redact(url: &str) -> String {
         .join(" ")
 }
 
-/// A SQL identifier the sink interpolates (the marker table): letters, digits and
-/// `_`, not starting with a digit, optionally schema-qualified (`schema.table`).
-pub(crate) fn check_identifier(name: &str) -> std::result::Result<(), String> {
-    let ok = !name.is_empty()
-        && name.split('.').count() <= 2
-        && name.split('.').all(|p| {
-            !p.is_empty()
-                && !p.starts_with(|c: char| c.is_ascii_digit())
-                && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        });
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "{name:?} is not a plain SQL identifier (letters, digits, '_', optionally schema.table)"
-        ))
-    }
-}
-
 /// A sink id: non-empty, at most 255 bytes (the SQL marker column).
 pub(crate) fn check_sink_id(kind: &'static str, id: &str) -> crate::Result<()> {
     if id.is_empty() || id.len() > 255 {
@@ -292,53 +232,6 @@ pub(crate) fn check_sink_id(kind: &'static str, id: &str) -> crate::Result<()> {
         });
     }
     Ok(())
-}
-
-/// The batch id as the SQL marker column stores it (`BIGINT`).
-/// The settings both SQL sinks check the same way before connecting: the sink id, the
-/// marker table name, a non-zero marker retention, and (when the sink is used through
-/// `save_fn`) a statement.
-pub(crate) fn check_sql_settings(
-    name: &SinkName,
-    marker_table: &str,
-    marker_retention: Option<std::time::Duration>,
-    statement: Option<&str>,
-    need_statement: bool,
-    save_fn: &str,
-) -> crate::Result<()> {
-    check_sink_id(name.kind, &name.id)?;
-    check_identifier(marker_table).map_err(|r| name.config("marker_table", r))?;
-    if marker_retention.is_some_and(|d| d.as_millis() == 0) {
-        return Err(name.config(
-            "marker_retention",
-            "must be at least 1 ms (or unset: keep all)",
-        ));
-    }
-    if need_statement && statement.is_none() {
-        return Err(name.config(
-            "statement",
-            format!(
-                "{save_fn} needs .statement(\"INSERT …\") to turn rows into SQL \
-                 (or use {save_fn}_with)"
-            ),
-        ));
-    }
-    Ok(())
-}
-
-/// Markers of batches whose id is below this go, with a marker retention of `keep`.
-pub(crate) fn retention_cutoff(keep: Option<std::time::Duration>, t: BatchTime) -> Option<i64> {
-    let keep = keep?.as_millis();
-    i64::try_from(u128::from(t.0).checked_sub(keep)?).ok()
-}
-
-pub(crate) fn batch_id_i64(name: &SinkName, t: BatchTime) -> crate::Result<i64> {
-    i64::try_from(t.0).map_err(|_| {
-        EngineError::User(format!(
-            "{name}, batch {}: the batch id does not fit a BIGINT",
-            t.0
-        ))
-    })
 }
 
 #[cfg(test)]
@@ -356,21 +249,5 @@ mod tests {
             redact("host=h user=u password=secret dbname=d"),
             "host=h user=u password=*** dbname=d"
         );
-    }
-
-    #[test]
-    fn identifiers() {
-        assert!(check_identifier("sluice_batches").is_ok());
-        assert!(check_identifier("public.sluice_batches").is_ok());
-        assert!(check_identifier("x; DROP TABLE y").is_err());
-        assert!(check_identifier("1abc").is_err());
-        assert!(check_identifier("a.b.c").is_err());
-    }
-
-    #[test]
-    fn values_convert() {
-        assert_eq!(SqlValue::from(3u64), SqlValue::UInt(3));
-        assert_eq!(SqlValue::from(None::<i32>), SqlValue::Null);
-        assert_eq!(SqlValue::from("a"), SqlValue::Text("a".into()));
     }
 }

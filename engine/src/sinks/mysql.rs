@@ -8,10 +8,10 @@ use std::time::Duration;
 use ::mysql::prelude::Queryable;
 use ::mysql::{Conn, Opts, OptsBuilder, Params, Transaction, TxOpts, Value};
 
-use super::{
-    batch_id_i64, check_sql_settings, error_chain, redact, retention_cutoff, BatchOutcome,
-    BoxError, SinkName, SqlValue, DEFAULT_MARKER_TABLE,
+use super::sql::{
+    batch_id_i64, check_sql_settings, retention_cutoff, SqlValue, DEFAULT_MARKER_TABLE,
 };
+use super::{error_chain, redact, BatchOutcome, BoxError, SinkName};
 use crate::{BatchContext, BatchTime, DStream, Data, Result};
 
 /// MySQL's and MariaDB's error code for a duplicate key.

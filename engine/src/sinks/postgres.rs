@@ -10,10 +10,10 @@ use ::postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 use ::postgres::{Client, Config, NoTls, Transaction};
 use bytes::{BufMut, BytesMut};
 
-use super::{
-    batch_id_i64, check_sql_settings, error_chain, redact, retention_cutoff, BatchOutcome,
-    BoxError, SinkName, SqlValue, DEFAULT_MARKER_TABLE,
+use super::sql::{
+    batch_id_i64, check_sql_settings, retention_cutoff, SqlValue, DEFAULT_MARKER_TABLE,
 };
+use super::{error_chain, redact, BatchOutcome, BoxError, SinkName};
 use crate::{BatchContext, BatchTime, DStream, Data, Result};
 
 /// An exactly-once PostgreSQL sink: every batch is one transaction that claims the
