@@ -30,6 +30,10 @@ venv="$cache/venv"
 kjars="$cache/kafka-jars"
 jar="$cache/sluice-spark-bench.jar"
 pyspark_dir="$("$venv/bin/python" -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))')"
+# The wheel's spark-submit looks for pyspark with the python3 on PATH, not the venv's.
+export SPARK_HOME="$pyspark_dir"
+# Spark binds to the loopback address only (it would pick the host's network address).
+export SPARK_LOCAL_IP=127.0.0.1
 
 submit() {
     local class="$1"

@@ -27,6 +27,7 @@ public final class KafkaCount {
 
     static final Common.Span SPAN = new Common.Span();
     static final AtomicLong TOTAL = new AtomicLong();
+    static final AtomicLong BYTES = new AtomicLong();
 
     private KafkaCount() {}
 
@@ -69,10 +70,21 @@ public final class KafkaCount {
                 ConsumerStrategies.<byte[], byte[]>Subscribe(List.of(topic),
                         consumerParams(brokers, "kafka-count")));
         stream.foreachRDD((rdd, time) -> {
-            long n = rdd.count();
-            long total = TOTAL.addAndGet(n);
+            // Not rdd.count(): a KafkaRDD answers that from its offset ranges without
+            // fetching a record. This reads every record and adds up the value sizes.
+            long[] nb = rdd.mapPartitions(it -> {
+                long[] c = new long[2];
+                while (it.hasNext()) {
+                    byte[] v = it.next().value();
+                    c[0] += 1;
+                    c[1] += v == null ? 0 : v.length;
+                }
+                return List.of(c).iterator();
+            }).fold(new long[2], (x, y) -> new long[] {x[0] + y[0], x[1] + y[1]});
+            long total = TOTAL.addAndGet(nb[0]);
+            BYTES.addAndGet(nb[1]);
             System.err.printf("{\"batch_time_ms\":%d,\"done_ms\":%d,\"records\":%d,\"total\":%d}%n",
-                    time.milliseconds(), System.currentTimeMillis(), n, total);
+                    time.milliseconds(), System.currentTimeMillis(), nb[0], total);
             if (total >= records) {
                 SPAN.reached(time.milliseconds());
             }
@@ -88,6 +100,7 @@ public final class KafkaCount {
         Map<String, Object> r = Common.result("kafka-count", TOTAL.get(), SPAN, batchMs, version,
                 complete, wall);
         r.put("expected", records);
+        r.put("value_bytes", BYTES.get());
         r.put("topic", topic);
         r.put("kafka_connector", Common.connectorVersion());
         System.out.println(Common.json(r));

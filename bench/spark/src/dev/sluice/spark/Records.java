@@ -76,7 +76,7 @@ public final class Records {
         String client = "10." + (d & 255) + "." + ((d >>> 8) & 255) + "." + ((d >>> 16) & 255) + ":"
                 + (1024 + mod(d >>> 32, 64512));
         String server = "web" + pad(mod(e, 16), 2) + ":" + (((e >>> 32) & 1) == 0 ? "443" : "8080");
-        String url = "/p/" + mod(f, 1_000_000L) + "?r=" + mod(f >>> 32, 100);
+        String url = "/p/" + mod(f, 1_000_000L);
         String status = STATUS[(int) mod(g, 10)];
         String referer = mod(h, 10) < 7 ? "" : "/home";
         StringBuilder s = new StringBuilder(128);
