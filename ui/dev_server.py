@@ -19,7 +19,9 @@ Scenarios (``--scenario``):
   run with no batches yet, no inputs, no checkpoints, nothing restored.
 
 ``--flaky`` makes the API answer 503 for 5 s out of every 20 s (to see the page's
-"disconnected" state); ``--latency-ms N`` delays every API answer.
+"disconnected" state); ``--break-after N`` answers 503 to every API request after the
+first N (deterministic, for headless checks that the page keeps its last data);
+``--latency-ms N`` delays every API answer.
 
 ``--write-fixtures DIR`` writes a snapshot of the simulation at a fixed clock (so the
 files are reproducible) and exits; that is how ``ui/fixtures/*.json`` were made.
@@ -286,7 +288,7 @@ class Simulation:
             {
                 "name": "clicks", "kind": "kafka", "status": "active",
                 "rate_per_s": round(b["clicks"] / secs, 1) if b else 0.0,
-                "rate_limit_per_s": 5001.0, "buffered_bytes": None, "restarts": 0,
+                "rate_limit_per_s": 5000.0, "buffered_bytes": None, "restarts": 0,
                 "last_error": None,
                 "records_total": b["clicks_total"] if b else 0,
                 "dropped_oversized": 0, "lost_to_retention": 0,
@@ -352,6 +354,8 @@ sluice_records_total {records}
 
 def make_handler(opts, sim, static_dir):
     started = time.time()
+    api_requests = [0]
+    count_lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "sluice-ui-dev/1"
@@ -387,6 +391,11 @@ def make_handler(opts, sim, static_dir):
                     time.sleep(opts.latency_ms / 1000.0)
                 if opts.flaky and (time.time() - started) % 20 >= 15:
                     return self.send(503, json.dumps({"error": "flaky mode: down"}), "application/json")
+                with count_lock:
+                    api_requests[0] += 1
+                    n = api_requests[0]
+                if opts.break_after is not None and n > opts.break_after:
+                    return self.send(503, json.dumps({"error": "--break-after: down"}), "application/json")
                 if sim is not None:
                     data = sim.snapshot()[name]
                     return self.send(200, json.dumps(data), "application/json")
@@ -431,6 +440,7 @@ def main():
     ap.add_argument("--history", type=int, default=420, help="seconds of history at start-up")
     ap.add_argument("--retained", type=int, default=1000, help="retained batches")
     ap.add_argument("--flaky", action="store_true", help="API down 5 s out of every 20 s")
+    ap.add_argument("--break-after", type=int, metavar="N", help="answer 503 to API requests after the first N")
     ap.add_argument("--latency-ms", type=int, default=0)
     ap.add_argument("--write-fixtures", metavar="DIR", help="write a fixed-clock snapshot and exit")
     ap.add_argument("-v", "--verbose", action="store_true", help="log requests")

@@ -59,6 +59,9 @@ use crate::sources::queue::Allocations;
 use crate::sources::rate::{PidRateEstimator, RateController, RateLimiter};
 use crate::{Batch, BatchTime, DStream, Data, EngineError, Result, StreamingContext};
 
+mod accounting;
+use accounting::ReceiverBytes;
+
 /// The block generator cuts a block before the block interval ends once the buffer
 /// holds this many bytes (4 MiB).
 pub const BLOCK_BYTES: u64 = 4 << 20;
@@ -178,11 +181,9 @@ impl<T: Data> ReceiverContext<T> {
         let n = block.len() as u64;
         self.shared.wait_for_room();
         self.shared.acquire(n);
-        self.shared
-            .bytes_buffered
-            .fetch_add(bytes, Ordering::SeqCst);
+        self.shared.bytes.storing_block(bytes);
         let stored = self.shared.store_positioned(block, position);
-        self.shared.bytes_queued.fetch_add(bytes, Ordering::SeqCst);
+        self.shared.bytes.queued(bytes);
         stored?;
         self.shared.received.fetch_add(n, Ordering::Relaxed);
         Ok(())
@@ -491,22 +492,16 @@ struct ReceiverCore<T> {
     position_from_wal: bool,
     /// Set when the WAL failed: the job cannot go on in this process.
     fatal: Mutex<Option<String>>,
-    /// The bound on `bytes_buffered` (`receiver_max_buffered`).
+    /// The bound on `bytes.buffered()` (`receiver_max_buffered`).
     max_buffered: Option<u64>,
-    /// Bytes stored and not yet released by a completed batch.
-    bytes_buffered: AtomicU64,
-    /// Bytes of the records in `buffer` (changed under its lock).
-    bytes_in_buffer: AtomicU64,
+    /// What the bound counts, and when batches release it.
+    bytes: ReceiverBytes,
     /// Blocks were cut at `BLOCK_BYTES`: the block generator should store them now.
     cut_soon: AtomicBool,
     /// The records and bytes of the last block cut from the buffer (the next one's
     /// capacity).
     last_cut_len: AtomicU64,
     last_cut_bytes: AtomicU64,
-    /// Bytes of the blocks queued so far, counted once a block is queued; a batch
-    /// takes what was counted before it took its blocks, so a block's bytes are
-    /// released with the batch that processed it or a later one, never earlier.
-    bytes_queued: AtomicU64,
 }
 
 impl<T: Data> ReceiverCore<T> {
@@ -574,9 +569,9 @@ impl<T: Data> ReceiverCore<T> {
         let Some(max) = self.max_buffered else {
             return;
         };
-        let full = || self.bytes_buffered.load(Ordering::SeqCst) >= max;
+        let full = || self.bytes.buffered() >= max;
         while full() && !self.is_stopped() {
-            // Woken by `release_bytes` (a batch completed) and by a stop.
+            // Woken by `released` (a batch completed) and by a stop.
             self.sleep_until(Duration::from_millis(100), || !full() || self.is_stopped());
         }
     }
@@ -586,14 +581,13 @@ impl<T: Data> ReceiverCore<T> {
     /// blocks stay about that size also while the block generator is busy writing
     /// earlier ones to the WAL.
     fn buffer_records(&self, records: BufferedRecords<T>, bytes: u64) {
-        self.bytes_buffered.fetch_add(bytes, Ordering::SeqCst);
         let mut b = self.buffer();
         let reserve = (
             self.last_cut_len.load(Ordering::Relaxed) as usize,
             self.last_cut_bytes.load(Ordering::Relaxed) as usize,
         );
         b.append(records, reserve);
-        let held = self.bytes_in_buffer.fetch_add(bytes, Ordering::SeqCst) + bytes;
+        let held = self.bytes.into_buffer(bytes);
         if held >= BLOCK_BYTES {
             self.take_cut(&mut b);
             drop(b);
@@ -602,14 +596,9 @@ impl<T: Data> ReceiverCore<T> {
         }
     }
 
-    /// A batch holding `bytes` of this receiver's data completed: room for more.
-    fn release_bytes(&self, bytes: u64) {
+    /// Bytes were released (a batch completed): room for more.
+    fn released(&self, bytes: u64) {
         if bytes > 0 {
-            let _ = self
-                .bytes_buffered
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| {
-                    Some(b.saturating_sub(bytes))
-                });
             self.wake();
         }
     }
@@ -617,11 +606,11 @@ impl<T: Data> ReceiverCore<T> {
     /// Moves what the buffer holds to the blocks cut and not yet stored (called with
     /// the buffer locked, so cuts are queued in the order of their records).
     fn take_cut(&self, buffer: &mut BufferedRecords<T>) {
-        let bytes = self.bytes_in_buffer.swap(0, Ordering::SeqCst);
+        let bytes = self.bytes.cut_buffer();
         let records = std::mem::take(buffer);
         if records.is_empty() {
             // Bytes without records are released with the next batch.
-            self.bytes_queued.fetch_add(bytes, Ordering::SeqCst);
+            self.bytes.queued(bytes);
             return;
         }
         self.last_cut_len
@@ -647,7 +636,7 @@ impl<T: Data> ReceiverCore<T> {
         let n: usize = cuts.iter().map(|(h, _)| h.len()).sum();
         let stored = self.store_blocks(cuts.into_iter().map(|(h, _)| h).collect(), None);
         // Counted also when the blocks are lost, so their bytes are released.
-        self.bytes_queued.fetch_add(bytes, Ordering::SeqCst);
+        self.bytes.queued(bytes);
         if let Err(e) = stored {
             // Buffered records were never acknowledged to anyone: they are lost.
             tracing::error!(receiver = %self.name, records = n, error = %e,
@@ -759,7 +748,7 @@ impl<T: Data> ReceiverCore<T> {
             last_error: s.last_error.clone(),
             rate_limit: self.limiter.rate(),
             finished: self.finished.load(Ordering::SeqCst),
-            bytes_buffered: self.bytes_buffered.load(Ordering::SeqCst),
+            bytes_buffered: self.bytes.buffered(),
         }
     }
 }
@@ -891,11 +880,6 @@ struct ReceiverInput<T> {
     /// again before the first new batch.
     boundary: u64,
     requeued: AtomicBool,
-    /// The bytes (see `ReceiverCore::bytes_queued`) each batch took, released to the buffer
-    /// bound once the batch completes.
-    batch_bytes: Mutex<BTreeMap<BatchTime, u64>>,
-    /// `ReceiverCore::bytes_queued` when the last batch took its blocks.
-    bytes_taken: AtomicU64,
     /// The CPU pool (from the first allocation), to free processed batches on.
     pool: std::sync::OnceLock<Arc<rayon::ThreadPool>>,
 }
@@ -977,9 +961,7 @@ impl<T: Data> Input for ReceiverInput<T> {
         self.requeue_unallocated()?;
         // The batch takes the bytes of the blocks queued since the last one: read before
         // the blocks are taken, so every byte counted is in this batch or an earlier one.
-        let queued = self.shared.bytes_queued.load(Ordering::SeqCst);
-        let taken = queued.saturating_sub(self.bytes_taken.swap(queued, Ordering::SeqCst));
-        *lock(&self.batch_bytes).entry(t).or_default() += taken;
+        self.shared.bytes.take_for_batch(t);
         let blocks: Vec<ReceivedBlock<T>> = lock(&self.shared.blocks).drain(..).collect();
         if self.shared.wal.is_some() {
             let handles: Vec<sluice_wal::RecordHandle> =
@@ -1034,19 +1016,12 @@ impl<T: Data> Input for ReceiverInput<T> {
         let mut p = lock(&self.plans);
         *p = p.split_off(&BatchTime(t.0 + 1));
         drop(p);
-        let done = {
-            let mut b = lock(&self.batch_bytes);
-            let later = b.split_off(&BatchTime(t.0 + 1));
-            std::mem::replace(&mut *b, later)
-        };
-        self.shared.release_bytes(done.values().sum());
-        // A block queued just as a batch took the queue has its bytes counted after that
-        // batch read the count; they go with the next batch. Once the receiver has
-        // finished and its queue is empty there is no next batch: release them now.
+        let bytes = &self.shared.bytes;
+        self.shared.released(bytes.release_through(t));
+        // Once the receiver has finished and its queue is empty there is no next batch
+        // to take the bytes of a block queued after the last one read the count.
         if self.drained() {
-            let queued = self.shared.bytes_queued.load(Ordering::SeqCst);
-            let rest = queued.saturating_sub(self.bytes_taken.swap(queued, Ordering::SeqCst));
-            self.shared.release_bytes(rest);
+            self.shared.released(bytes.release_untaken());
         }
     }
 
@@ -1221,12 +1196,10 @@ impl StreamingContext {
             fatal: Mutex::new(None),
             position: Mutex::new(wal_position),
             max_buffered: conf.receiver_max_buffered,
-            bytes_buffered: AtomicU64::new(0),
-            bytes_in_buffer: AtomicU64::new(0),
+            bytes: ReceiverBytes::default(),
             cut_soon: AtomicBool::new(false),
             last_cut_len: AtomicU64::new(0),
             last_cut_bytes: AtomicU64::new(0),
-            bytes_queued: AtomicU64::new(0),
         });
         let alloc = Arc::new(Allocations::default());
         let input = Arc::new(ReceiverInput {
@@ -1240,8 +1213,6 @@ impl StreamingContext {
             next_lsn: AtomicU64::new(0),
             boundary,
             requeued: AtomicBool::new(false),
-            batch_bytes: Mutex::new(BTreeMap::new()),
-            bytes_taken: AtomicU64::new(0),
             pool: std::sync::OnceLock::new(),
         });
         let stream = self.input_stream(kind, None, alloc, input)?;
