@@ -13,7 +13,45 @@
 //! * [`supervise::Policy`]: when `sluice supervise` restarts a dead driver, after how
 //!   long, and when it gives up.
 
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
 pub mod graph;
 pub mod log;
 pub mod plan;
 pub mod supervise;
+
+/// The time of a batch: milliseconds since the Unix epoch, aligned to the batch
+/// interval from the context's zero time.
+///
+/// Stored as its `u64` (bincode encodes the newtype as the number), so the driver log
+/// and checkpoints written before it was a type read back unchanged.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+pub struct BatchTime(pub u64);
+
+impl BatchTime {
+    /// Milliseconds since the Unix epoch.
+    pub fn millis(self) -> u64 {
+        self.0
+    }
+
+    /// This time plus a duration.
+    pub fn plus(self, d: Duration) -> BatchTime {
+        BatchTime(self.0 + d.as_millis() as u64)
+    }
+
+    /// This time minus a duration (saturating at zero).
+    pub fn minus(self, d: Duration) -> BatchTime {
+        BatchTime(self.0.saturating_sub(d.as_millis() as u64))
+    }
+}
+
+impl fmt::Display for BatchTime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ms", self.0)
+    }
+}

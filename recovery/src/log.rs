@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::BatchTime;
+
 /// The inputs of one input for one batch, as that input encodes them (WAL block
 /// handles for a receiver, an offset range for a generator, file names for a file
 /// stream). Opaque here: only the input that wrote it reads it back.
@@ -17,12 +19,12 @@ pub struct InputPlan {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DriverEvent {
     /// The job started (first start only): batch times are `zero + k * batch`.
-    Started { zero_ms: u64, batch_ms: u64 },
+    Started { zero: BatchTime, batch_ms: u64 },
     /// Rule: durable before any job of the batch runs.
     BatchPlanned {
-        time_ms: u64,
+        time: BatchTime,
         inputs: Vec<InputPlan>,
     },
     /// Rule: appended after every output of the batch committed.
-    BatchCompleted { time_ms: u64 },
+    BatchCompleted { time: BatchTime },
 }

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::log::{DriverEvent, InputPlan};
+use crate::BatchTime;
 
 /// What to do with the batch times the clock passed while the driver was down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -18,43 +19,44 @@ pub enum DownTime {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RestartPlan {
     /// The job's zero time.
-    pub zero_ms: u64,
+    pub zero: BatchTime,
     /// Batches planned after the state snapshot, in time order, to re-run with exactly
     /// the inputs they were planned with (completed ones included: their effect on the
     /// state is not in the snapshot; an exactly-once sink turns their output into no-ops).
-    pub replay: Vec<(u64, Vec<InputPlan>)>,
+    pub replay: Vec<(BatchTime, Vec<InputPlan>)>,
     /// Of those, the ones that had completed before the crash.
-    pub replay_completed: Vec<u64>,
+    pub replay_completed: Vec<BatchTime>,
     /// New batches for the time the driver was down, planned afresh, in order.
-    pub catch_up: Vec<u64>,
+    pub catch_up: Vec<BatchTime>,
     /// The first batch time after `catch_up` that the scheduler waits for.
-    pub next_ms: u64,
+    pub next: BatchTime,
 }
 
 /// Decides what a restarted driver runs.
 ///
-/// * `checkpoint_ms`: the batch time of the checkpoint restored (its state includes
+/// * `checkpoint`: the batch time of the checkpoint restored (its state includes
 ///   every batch up to it), or `None` without a checkpoint.
 /// * `events`: the driver log, in order (events at or before the checkpoint are ignored).
-/// * `zero_ms`/`batch_ms`: from the checkpoint or the log's `Started`; `now_ms`: the clock.
+/// * `zero`/`batch_ms`: from the checkpoint or the log's `Started`; `now_ms`: the clock.
 pub fn plan_restart(
-    checkpoint_ms: Option<u64>,
+    checkpoint: Option<BatchTime>,
     events: &[DriverEvent],
-    zero_ms: u64,
+    zero: BatchTime,
     batch_ms: u64,
     now_ms: u64,
     down: DownTime,
 ) -> RestartPlan {
-    let after = checkpoint_ms.unwrap_or(zero_ms);
+    let zero_ms = zero.0;
+    let after = checkpoint.unwrap_or(zero).0;
     let mut planned: BTreeMap<u64, Vec<InputPlan>> = BTreeMap::new();
     let mut completed = BTreeSet::new();
     for e in events {
         match e {
-            DriverEvent::BatchPlanned { time_ms, inputs } if *time_ms > after => {
-                planned.insert(*time_ms, inputs.clone());
+            DriverEvent::BatchPlanned { time, inputs } if time.0 > after => {
+                planned.insert(time.0, inputs.clone());
             }
-            DriverEvent::BatchCompleted { time_ms } if *time_ms > after => {
-                completed.insert(*time_ms);
+            DriverEvent::BatchCompleted { time } if time.0 > after => {
+                completed.insert(time.0);
             }
             _ => {}
         }
@@ -81,17 +83,20 @@ pub fn plan_restart(
             DownTime::Fold => vec![passed],
         }
     };
-    let next_ms = catch_up.last().map_or(first_new, |t| t + batch);
+    let next = BatchTime(catch_up.last().map_or(first_new, |t| t + batch));
     RestartPlan {
-        zero_ms,
+        zero,
         replay_completed: planned
             .keys()
-            .copied()
             .filter(|t| completed.contains(t))
+            .map(|t| BatchTime(*t))
             .collect(),
-        replay: planned.into_iter().collect(),
-        catch_up,
-        next_ms,
+        replay: planned
+            .into_iter()
+            .map(|(t, inputs)| (BatchTime(t), inputs))
+            .collect(),
+        catch_up: catch_up.into_iter().map(BatchTime).collect(),
+        next,
     }
 }
 
@@ -101,7 +106,7 @@ mod tests {
 
     fn planned(t: u64) -> DriverEvent {
         DriverEvent::BatchPlanned {
-            time_ms: t,
+            time: BatchTime(t),
             inputs: vec![InputPlan {
                 input: 0,
                 plan: t.to_le_bytes().to_vec(),
@@ -110,7 +115,7 @@ mod tests {
     }
 
     fn done(t: u64) -> DriverEvent {
-        DriverEvent::BatchCompleted { time_ms: t }
+        DriverEvent::BatchCompleted { time: BatchTime(t) }
     }
 
     #[test]
@@ -124,52 +129,73 @@ mod tests {
             done(3000),
             planned(4000),
         ];
-        let p = plan_restart(Some(2000), &log, 0, 1000, 4500, DownTime::RunEach);
+        let p = plan_restart(
+            Some(BatchTime(2000)),
+            &log,
+            BatchTime(0),
+            1000,
+            4500,
+            DownTime::RunEach,
+        );
         assert_eq!(
-            p.replay.iter().map(|r| r.0).collect::<Vec<_>>(),
+            p.replay.iter().map(|r| r.0 .0).collect::<Vec<_>>(),
             vec![3000, 4000]
         );
         assert_eq!(p.replay[1].1[0].plan, 4000u64.to_le_bytes().to_vec());
-        assert_eq!(p.replay_completed, vec![3000]);
+        assert_eq!(p.replay_completed, vec![BatchTime(3000)]);
         assert!(p.catch_up.is_empty());
-        assert_eq!(p.next_ms, 5000);
+        assert_eq!(p.next, BatchTime(5000));
     }
 
     #[test]
     fn down_time_runs_each_batch_or_folds_into_one() {
         let log = vec![planned(1000), done(1000)];
-        let each = plan_restart(Some(1000), &log, 0, 1000, 4200, DownTime::RunEach);
+        let each = plan_restart(
+            Some(BatchTime(1000)),
+            &log,
+            BatchTime(0),
+            1000,
+            4200,
+            DownTime::RunEach,
+        );
         assert!(each.replay.is_empty());
-        assert_eq!(each.catch_up, vec![2000, 3000, 4000]);
-        assert_eq!(each.next_ms, 5000);
-        let fold = plan_restart(Some(1000), &log, 0, 1000, 4200, DownTime::Fold);
-        assert_eq!(fold.catch_up, vec![4000]);
-        assert_eq!(fold.next_ms, 5000);
+        assert_eq!(each.catch_up, [2000, 3000, 4000].map(BatchTime));
+        assert_eq!(each.next, BatchTime(5000));
+        let fold = plan_restart(
+            Some(BatchTime(1000)),
+            &log,
+            BatchTime(0),
+            1000,
+            4200,
+            DownTime::Fold,
+        );
+        assert_eq!(fold.catch_up, vec![BatchTime(4000)]);
+        assert_eq!(fold.next, BatchTime(5000));
     }
 
     #[test]
     fn without_a_checkpoint_everything_in_the_log_is_replayed() {
         let log = vec![
             DriverEvent::Started {
-                zero_ms: 500,
+                zero: BatchTime(500),
                 batch_ms: 1000,
             },
             planned(1500),
             done(1500),
             planned(2500),
         ];
-        let p = plan_restart(None, &log, 500, 1000, 2600, DownTime::RunEach);
+        let p = plan_restart(None, &log, BatchTime(500), 1000, 2600, DownTime::RunEach);
         assert_eq!(p.replay.len(), 2);
         assert!(p.catch_up.is_empty());
-        assert_eq!(p.next_ms, 3500);
+        assert_eq!(p.next, BatchTime(3500));
     }
 
     #[test]
     fn a_clock_behind_the_log_plans_nothing_new() {
         let log = vec![planned(1000), planned(2000)];
-        let p = plan_restart(None, &log, 0, 1000, 1500, DownTime::RunEach);
+        let p = plan_restart(None, &log, BatchTime(0), 1000, 1500, DownTime::RunEach);
         assert_eq!(p.replay.len(), 2);
         assert!(p.catch_up.is_empty());
-        assert_eq!(p.next_ms, 3000);
+        assert_eq!(p.next, BatchTime(3000));
     }
 }

@@ -26,17 +26,18 @@ pub(crate) struct CheckpointData {
     pub version: u32,
     pub app_name: String,
     pub batch_ms: u64,
-    pub zero_ms: u64,
-    pub time_ms: u64,
+    pub zero: BatchTime,
+    /// The batch this checkpoint follows (also its [`CheckpointId`]).
+    pub time: BatchTime,
     pub graph: Vec<NodeInfo>,
-    /// Each input's position after batch `time_ms`, by input index.
+    /// Each input's position after batch `time`, by input index.
     pub inputs: Vec<Option<Vec<u8>>>,
     /// State snapshots of stateful operators, by operator name.
     pub states: Vec<(String, SnapshotRef)>,
     /// Remembered batches of nodes a window reads, by node id.
     pub memos: Vec<(usize, Vec<u8>)>,
     /// The first driver-log LSN after this checkpoint.
-    pub log_lsn: u64,
+    pub log_lsn: Lsn,
 }
 
 impl CheckpointData {
@@ -90,13 +91,13 @@ impl DriverStore {
             version: CHECKPOINT_VERSION,
             app_name: app_name.to_owned(),
             batch_ms: env.batch.as_millis() as u64,
-            zero_ms: env.zero.0,
-            time_ms: t.0,
+            zero: env.zero,
+            time: t,
             graph: nodes.iter().map(|n| n.info().clone()).collect(),
             inputs: inputs.iter().map(|i| i.position()).collect(),
             states,
             memos,
-            log_lsn: self.log.inner().next_lsn().0,
+            log_lsn: self.log.inner().next_lsn(),
         };
         // Rule: the metadata checkpoint is published atomically (the store writes temp,
         // fsyncs, renames, fsyncs the directory, or puts a new object conditionally).
@@ -123,10 +124,10 @@ impl DriverStore {
             let Ok(d) = CheckpointData::decode(&c.payload) else {
                 continue;
             };
-            if d.log_lsn < oldest_lsn {
+            if d.log_lsn.0 < oldest_lsn {
                 oldest_positions = Some(d.inputs.clone());
             }
-            oldest_lsn = oldest_lsn.min(d.log_lsn);
+            oldest_lsn = oldest_lsn.min(d.log_lsn.0);
             live.extend(d.states);
         }
         let mut names: Vec<&String> = live.iter().map(|(n, _)| n).collect();

@@ -169,11 +169,11 @@ fn inspect_log(location: &str, damaged: &mut bool) -> Option<LogReport> {
             let mut completed = BTreeSet::new();
             for (lsn, bytes) in &scan.records {
                 match crate::runtime::graph::decode::<DriverEvent>(bytes) {
-                    Ok(DriverEvent::BatchPlanned { time_ms, .. }) => {
-                        planned.insert(time_ms);
+                    Ok(DriverEvent::BatchPlanned { time, .. }) => {
+                        planned.insert(time.0);
                     }
-                    Ok(DriverEvent::BatchCompleted { time_ms }) => {
-                        completed.insert(time_ms);
+                    Ok(DriverEvent::BatchCompleted { time }) => {
+                        completed.insert(time.0);
                     }
                     Ok(DriverEvent::Started { .. }) => {}
                     Err(e) => {

@@ -122,10 +122,7 @@ impl DriverStore {
     pub(crate) fn planned(&self, t: BatchTime, inputs: Vec<InputPlan>) -> Result<()> {
         // Crash mid append: the record is queued (maybe written) but not yet durable.
         let a = self.log.inner().submit(&TypedWal::<DriverEvent>::encode(
-            &DriverEvent::BatchPlanned {
-                time_ms: t.0,
-                inputs,
-            },
+            &DriverEvent::BatchPlanned { time: t, inputs },
         )?)?;
         crate::failpoints::point("driver-log-append");
         self.log.inner().wait(a.lsn)?;
@@ -138,7 +135,7 @@ impl DriverStore {
     /// it; it becomes durable with the next batch's `BatchPlanned`.
     pub(crate) fn completed(&self, t: BatchTime) -> Result<()> {
         self.log.inner().submit(&TypedWal::<DriverEvent>::encode(
-            &DriverEvent::BatchCompleted { time_ms: t.0 },
+            &DriverEvent::BatchCompleted { time: t },
         )?)?;
         Ok(())
     }
@@ -150,7 +147,7 @@ impl DriverStore {
             .unwrap_or_else(|e| e.into_inner());
         if !*logged {
             self.log.append(&DriverEvent::Started {
-                zero_ms: zero.0,
+                zero,
                 batch_ms: batch.as_millis() as u64,
             })?;
             *logged = true;

@@ -72,7 +72,7 @@ impl StreamingContext {
                 .collect::<std::result::Result<_, _>>()?
         };
         let started = events.iter().find_map(|e| match e {
-            DriverEvent::Started { zero_ms, batch_ms } => Some((*zero_ms, *batch_ms)),
+            DriverEvent::Started { zero, batch_ms } => Some((zero.0, *batch_ms)),
             _ => None,
         });
         let data = recovered
@@ -81,7 +81,7 @@ impl StreamingContext {
             .map(|c| CheckpointData::decode(&c.payload))
             .transpose()?;
         let (zero_ms, stored_batch) = match (&data, started) {
-            (Some(d), _) => (d.zero_ms, d.batch_ms),
+            (Some(d), _) => (d.zero.0, d.batch_ms),
             (None, Some(s)) => s,
             (None, None) => return Ok(()), // a first start
         };
@@ -116,7 +116,7 @@ impl StreamingContext {
                     );
                 }
             }
-            let t = BatchTime(d.time_ms);
+            let t = d.time;
             for (name, r) in &d.states {
                 if cmp.dropped_state.contains(name) {
                     continue;
@@ -149,10 +149,10 @@ impl StreamingContext {
                     input.restore_position(pos)?;
                 }
             }
-            checkpoint_ms = Some(d.time_ms);
+            checkpoint_ms = Some(d.time.0);
             tracing::info!(
                 location = %durable.location,
-                checkpoint = d.time_ms,
+                checkpoint = d.time.0,
                 skipped = recovered.skipped.len(),
                 "restored from checkpoint"
             );
@@ -161,9 +161,9 @@ impl StreamingContext {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         let plan = plan_restart(
-            checkpoint_ms,
+            checkpoint_ms.map(BatchTime),
             &events,
-            zero_ms,
+            BatchTime(zero_ms),
             batch_ms,
             now,
             conf.down_time,

@@ -1,8 +1,6 @@
 //! Elements, batches and batch times.
 
-use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -12,35 +10,7 @@ use serde::Serialize;
 pub trait Data: Clone + Send + Sync + Serialize + DeserializeOwned + 'static {}
 impl<T: Clone + Send + Sync + Serialize + DeserializeOwned + 'static> Data for T {}
 
-/// The time of a batch: milliseconds since the Unix epoch, aligned to the batch
-/// interval from the context's zero time.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, serde::Deserialize,
-)]
-pub struct BatchTime(pub u64);
-
-impl BatchTime {
-    /// Milliseconds since the Unix epoch.
-    pub fn millis(self) -> u64 {
-        self.0
-    }
-
-    /// This time plus a duration.
-    pub fn plus(self, d: Duration) -> BatchTime {
-        BatchTime(self.0 + d.as_millis() as u64)
-    }
-
-    /// This time minus a duration (saturating at zero).
-    pub fn minus(self, d: Duration) -> BatchTime {
-        BatchTime(self.0.saturating_sub(d.as_millis() as u64))
-    }
-}
-
-impl fmt::Display for BatchTime {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ms", self.0)
-    }
-}
+pub use sluice_recovery::BatchTime;
 
 /// The data of one stream for one batch time: a set of partitions, processed in
 /// parallel. Cheap to clone (shared).

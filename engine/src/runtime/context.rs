@@ -302,7 +302,7 @@ impl StreamingContext {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .as_ref()
-                .map(|p| BatchTime(p.zero_ms))
+                .map(|p| p.zero)
         });
         let zero = zero.or(plan_zero).unwrap_or(BatchTime(now_ms() / b * b));
         if let Some(d) = &durable {

@@ -39,12 +39,12 @@ pub(crate) fn run_scheduler(inner: &Arc<CtxInner>, env: &ExecutionEnv) -> Result
         // then the batch times the clock passed while the driver was down.
         let listeners = inner.state().listeners.clone();
         for (time, plans) in &plan.replay {
-            runner.run_batch(BatchTime(*time), Some(plans), &listeners)?;
+            runner.run_batch(*time, Some(plans), &listeners)?;
         }
         for time in &plan.catch_up {
-            runner.run_batch(BatchTime(*time), None, &listeners)?;
+            runner.run_batch(*time, None, &listeners)?;
         }
-        t = BatchTime(plan.next_ms);
+        t = plan.next;
     }
     loop {
         // Wait for the batch time, or a stop.
