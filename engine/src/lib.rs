@@ -8,6 +8,48 @@
 //! for the batch time, then runs the outputs in definition order; each node computes
 //! its batch from its parents', memoised per time, partitions in parallel on a CPU pool.
 //!
+//! # What it guarantees
+//!
+//! With a checkpoint location ([`StreamingConf::checkpoint`]) and a context made by
+//! [`StreamingContext::get_or_create`]:
+//!
+//! - **No input lost.** A batch's inputs are fixed and written to the driver log,
+//!   durably, before any of its jobs runs: received blocks are in the receiver
+//!   write-ahead log before the receiver is told they are stored (with
+//!   `receiver_wal`), replayable inputs log what they read (file names, offsets). A
+//!   driver killed at any instant (SIGKILL, power loss, a full disk) restarts and
+//!   re-runs every batch that did not complete, with exactly the same inputs, then the
+//!   batch times it missed while down.
+//! - **State restored.** Stateful operators and windows come back from the newest
+//!   checkpoint that reads back whole (older ones are the fallback), every file
+//!   CRC-checked; a damaged one is an error naming the file, never wrong data.
+//! - **Exactly once, with an exactly-once sink.** A re-run batch has the same batch
+//!   time, so the sinks in [`sinks`] (and any output that commits with the batch id)
+//!   turn a replay into a no-op. Other outputs see a re-run batch again
+//!   (at-least-once). Deterministic user functions give the same output on a replay.
+//! - **Code changes checked.** The rebuilt graph is compared with the checkpointed
+//!   one: compatible changes resume, incompatible ones stop with every difference
+//!   listed.
+//!
+//! Without a checkpoint location nothing is durable: a stopped or killed job starts
+//! afresh.
+//!
+//! # Module map
+//!
+//! | module | owns | a change that goes here |
+//! |---|---|---|
+//! | [`runtime`] | the context, configuration, the node graph, batches, the scheduler | how batches are scheduled or computed |
+//! | [`durable`] | the driver log, checkpoint writing, restore, inspection: the only code that writes durable state | what a checkpoint holds, how a restart decides |
+//! | [`sources`] | queue, generator, directories, receivers (block generator, receiver WAL, rate control), sockets | a new source |
+//! | [`ops`] | the DStream API: transformations, pair operations, windows, state, output operations | a new operator |
+//! | [`sinks`] | exactly-once sinks, each behind a cargo feature (`postgres`, `mysql`, `redis`) | a new sink |
+//! | [`observe`] | listener events | what a job reports about itself |
+//! | [`failpoints`] | named crash points for kill tests (feature `failpoints`) | a new crash point |
+//!
+//! Dependencies point one way: sources, operators and sinks use the runtime; the
+//! runtime calls `durable` at each batch and reports to `observe`. The command-line
+//! tools (`sluice demo`, `supervise`, `inspect`, `bench`) are the `sluice-cli` crate.
+//!
 //! ```
 //! use std::time::Duration;
 //! use sluice::prelude::*;

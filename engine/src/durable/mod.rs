@@ -4,7 +4,7 @@
 //! runs, `BatchCompleted` after every output); every checkpoint interval the state
 //! snapshots and the metadata checkpoint, then cleanup (`checkpoint`); on restart
 //! `get_or_create` (`restore`); and reading all of it back for `sluice inspect`
-//! (`inspect`). What a checkpoint holds is [`CheckpointData`] in `checkpoint.rs`.
+//! (`inspect`). What a checkpoint holds is `CheckpointData` in `checkpoint.rs`.
 //! Uses: the checkpoint stores, the WAL and the pure restart decisions of
 //! `sluice-recovery`; the runtime calls in here, sources and operators never do.
 
