@@ -33,7 +33,7 @@ pub(crate) struct ReceiverBytes {
 
 impl ReceiverBytes {
     /// Records of `bytes` entered the open buffer; returns the bytes the buffer holds now.
-    pub(crate) fn into_buffer(&self, bytes: u64) -> u64 {
+    pub(crate) fn add_to_buffer(&self, bytes: u64) -> u64 {
         self.buffered.fetch_add(bytes, Ordering::SeqCst);
         self.in_buffer.fetch_add(bytes, Ordering::SeqCst) + bytes
     }
@@ -111,8 +111,8 @@ mod tests {
     #[test]
     fn bytes_stay_counted_until_the_batch_that_took_them_completes() {
         let b = ReceiverBytes::default();
-        assert_eq!(b.into_buffer(100), 100);
-        assert_eq!(b.into_buffer(50), 150);
+        assert_eq!(b.add_to_buffer(100), 100);
+        assert_eq!(b.add_to_buffer(50), 150);
         assert_eq!(b.buffered(), 150);
         let cut = b.cut_buffer();
         assert_eq!(cut, 150);
@@ -157,7 +157,7 @@ mod tests {
     #[test]
     fn bytes_of_a_cut_without_records_go_with_the_next_batch() {
         let b = ReceiverBytes::default();
-        b.into_buffer(5);
+        b.add_to_buffer(5);
         let cut = b.cut_buffer();
         b.queued(cut); // the cut held no records: queued all the same
         assert_eq!(b.cut_buffer(), 0, "the buffer is empty after a cut");

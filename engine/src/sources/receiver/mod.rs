@@ -587,7 +587,7 @@ impl<T: Data> ReceiverCore<T> {
             self.last_cut_bytes.load(Ordering::Relaxed) as usize,
         );
         b.append(records, reserve);
-        let held = self.bytes.into_buffer(bytes);
+        let held = self.bytes.add_to_buffer(bytes);
         if held >= BLOCK_BYTES {
             self.take_cut(&mut b);
             drop(b);
