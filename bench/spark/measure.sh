@@ -50,16 +50,30 @@ wait_quiet() {
     done
 }
 
-# Runs `run.sh ARGS`, adds the date, load and idle share to its JSON line.
+# Runs `run.sh ARGS` and adds to its JSON line the date, the load and idle share just
+# before, and other_cpu_pct: the share of both cores that processes other than this
+# run's used while it ran (host busy time from /proc/stat minus the run's own CPU time).
 run() {
-    local name="$1" idle load when line
+    local name="$1" idle load when log out line own t0 t1 busy total
     shift
     idle="$(wait_quiet)"
     load="$(cut -d' ' -f1-3 /proc/loadavg)"
     when="$(date -u +%FT%TZ)"
-    line="$("$here/run.sh" "$@" 2>"$logs/$name-$when.log" | tail -n 1)" || true
-    [ -n "$line" ] || line="{\"job\":\"$name\",\"error\":\"no result; see $logs/$name-$when.log\"}"
-    echo "${line%\}},\"date\":\"$when\",\"loadavg_before\":\"$load\",\"idle_pct_before\":$idle}"
+    log="$logs/$name-$when.log"
+    read -r -a t0 < <(head -1 /proc/stat)
+    # The subshell has waited for run.sh and everything under it, so its cutime +
+    # cstime (fields 16, 17) are the run's CPU ticks.
+    out="$( ("$here/run.sh" "$@" 2>"$log" | tail -n 1 || true
+             me=$BASHPID
+             echo "__ticks $(awk '{print $16 + $17}' "/proc/$me/stat")") )"
+    read -r -a t1 < <(head -1 /proc/stat)
+    line="$(grep -v '^__ticks' <<<"$out" || true)"
+    own="$(sed -n 's/^__ticks //p' <<<"$out")"
+    busy=0 total=0
+    for i in 1 2 3 6 7 8; do busy=$((busy + t1[i] - t0[i])); done
+    for i in 1 2 3 4 5 6 7 8; do total=$((total + t1[i] - t0[i])); done
+    [ -n "$line" ] || line="{\"job\":\"$name\",\"error\":\"no result; see $log\"}"
+    echo "${line%\}},\"date\":\"$when\",\"loadavg_before\":\"$load\",\"idle_pct_before\":$idle,\"other_cpu_pct\":$(((busy - own) * 100 / (total > 0 ? total : 1)))}"
 }
 
 want() { [ -z "$only" ] || [ "$only" = "$1" ]; }
