@@ -2,6 +2,10 @@
 //!
 //! Owns: the listener events ([`StreamingListener`](crate::StreamingListener),
 //! [`BatchInfo`](crate::BatchInfo)), the one source of everything a job shows about
-//! itself. Uses nothing but the runtime's types.
+//! itself, and what inputs report of themselves ([`InputStatus`]). Uses nothing but
+//! the runtime's types.
 
 pub(crate) mod listener;
+pub mod status;
+
+pub use status::{InputStatus, PartitionStatus};

@@ -242,6 +242,12 @@ impl StreamingContext {
         self.inner.state().listeners.push(l);
     }
 
+    /// What each input reports about itself now, in definition order.
+    pub fn input_statuses(&self) -> Vec<crate::observe::InputStatus> {
+        let inputs = self.inner.state().inputs.clone();
+        inputs.iter().map(|i| i.status()).collect()
+    }
+
     /// The graph: every node's descriptor, in definition order.
     pub fn graph(&self) -> Vec<NodeInfo> {
         self.inner

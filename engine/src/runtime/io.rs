@@ -41,6 +41,18 @@ pub(crate) trait Input: Send + Sync {
     fn restore_position(&self, _pos: &[u8]) -> Result<()> {
         Ok(())
     }
+    /// What the input reports about itself now (UI, metrics); by default its
+    /// description and kind only.
+    fn status(&self) -> crate::observe::InputStatus {
+        crate::observe::InputStatus {
+            name: self.describe(),
+            kind: self.kind().into(),
+            state: "active".into(),
+            ..Default::default()
+        }
+    }
+    /// What kind of input this is (`receiver`, `directory`, `queue`, …).
+    fn kind(&self) -> &'static str;
     /// Drops what the input keeps for replays before `pos`, a position no retained
     /// checkpoint precedes (cleanup after a checkpoint).
     fn release_before(&self, _pos: &[u8]) -> Result<()> {

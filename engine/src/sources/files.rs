@@ -207,6 +207,10 @@ impl<T: Data> Input for FileInput<T> {
         format!("directory {}", self.dir.display())
     }
 
+    fn kind(&self) -> &'static str {
+        "directory"
+    }
+
     fn start(&self, _env: &ExecutionEnv) -> Result<()> {
         match std::fs::metadata(&self.dir) {
             Ok(m) if m.is_dir() => {

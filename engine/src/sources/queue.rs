@@ -153,6 +153,9 @@ impl<T: Data> Input for QueueInput<T> {
     fn describe(&self) -> String {
         "queue".into()
     }
+    fn kind(&self) -> &'static str {
+        "queue"
+    }
     fn start(&self, _env: &ExecutionEnv) -> Result<()> {
         Ok(())
     }
@@ -242,6 +245,9 @@ impl<T: Data> GeneratorInput<T> {
 impl<T: Data> Input for GeneratorInput<T> {
     fn describe(&self) -> String {
         format!("generator {:?} at {}/s", self.name, self.rate)
+    }
+    fn kind(&self) -> &'static str {
+        "generator"
     }
     fn start(&self, env: &ExecutionEnv) -> Result<()> {
         self.zero.store(env.zero.0, Ordering::SeqCst);

@@ -925,6 +925,34 @@ impl<T: Data> Input for ReceiverInput<T> {
         format!("receiver {}", self.shared.name)
     }
 
+    fn kind(&self) -> &'static str {
+        "receiver"
+    }
+
+    fn status(&self) -> crate::observe::InputStatus {
+        let s = self.shared.status();
+        let state = if lock(&self.shared.fatal).is_some() {
+            "failed"
+        } else if s.finished {
+            "stopped"
+        } else if self.shared.restarting.load(Ordering::Relaxed) {
+            "restarting"
+        } else {
+            "active"
+        };
+        crate::observe::InputStatus {
+            name: s.name,
+            kind: "receiver".into(),
+            state: state.into(),
+            rate_limit_per_s: s.rate_limit.map(|r| r as f64),
+            buffered_bytes: Some(s.bytes_buffered),
+            restarts: s.restarts,
+            last_error: s.last_error,
+            records_total: s.records_stored,
+            ..Default::default()
+        }
+    }
+
     fn start(&self, _env: &ExecutionEnv) -> Result<()> {
         let receiver = lock(&self.receiver)
             .take()
