@@ -19,6 +19,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub mod graph;
+pub mod identity;
 pub mod log;
 pub mod plan;
 pub mod supervise;

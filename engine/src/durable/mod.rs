@@ -79,9 +79,11 @@ pub(crate) fn snapshot_operator_name(name: &str) -> String {
             }
         })
         .collect();
+    // The fixed persisted hash (sluice_recovery::identity): the same name in every
+    // build, so a toolchain upgrade between a crash and the restart finds the snapshots.
     format!(
         "{clean}-{:08x}",
-        crate::ops::dstream::stable_hash(&name) as u32
+        sluice_recovery::identity::name_hash(name) as u32
     )
 }
 

@@ -2,7 +2,7 @@
 //! transformations and the window operations.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash};
+use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,11 +34,11 @@ impl<T> std::fmt::Debug for DStream<T> {
     }
 }
 
-/// A deterministic hash, the same in every process and run, so shuffles (and with them
-/// the partitions a sink sees) are the same when a batch is replayed.
+/// A deterministic hash, the same in every process, run and Rust release, so shuffles
+/// (and with them the partitions a sink sees) are the same when a batch is replayed:
+/// SipHash-1-3 with the key (0, 0), see [`sluice_recovery::identity`].
 pub fn stable_hash<K: Hash>(k: &K) -> u64 {
-    std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
-        .hash_one(k)
+    sluice_recovery::identity::stable_hash(k)
 }
 
 /// Splits keyed partitions into `n` partitions by key hash.
