@@ -469,8 +469,8 @@ impl StateSnapshots {
                 hint: "the snapshot manifest is missing".into(),
             })?;
         let body = format::decode(MANIFEST_MAGIC, &path, &bytes)?;
-        let (m, used): (SnapshotManifest, usize) =
-            bincode::serde::decode_from_slice(body, bincode::config::standard()).map_err(|e| {
+        let (m, used): (SnapshotManifest, usize) = sluice_wal::codec::decode_bounded(body)
+            .map_err(|e| {
                 CheckpointError::corruption(
                     &path,
                     format::HEADER_LEN as u64,
@@ -692,7 +692,7 @@ pub fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {
 
 /// Decodes a value written by [`encode`].
 pub fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T> {
-    let (v, used) = bincode::serde::decode_from_slice(b, bincode::config::standard())
+    let (v, used) = sluice_wal::codec::decode_bounded(b)
         .map_err(|e| CheckpointError::Serialization(e.to_string()))?;
     if used != b.len() {
         return Err(CheckpointError::Serialization(format!(

@@ -51,6 +51,7 @@
 //! ```
 
 pub mod bench;
+pub mod codec;
 mod error;
 pub mod format;
 pub mod fs;

@@ -38,11 +38,10 @@ impl<T: Serialize + DeserializeOwned> TypedWal<T> {
     }
 
     fn decode(lsn: Lsn, bytes: &[u8]) -> Result<T> {
-        let (v, used) =
-            bincode::serde::decode_from_slice(bytes, config()).map_err(|e| WalError::Decode {
-                lsn,
-                reason: e.to_string(),
-            })?;
+        let (v, used) = crate::codec::decode_bounded(bytes).map_err(|e| WalError::Decode {
+            lsn,
+            reason: e.to_string(),
+        })?;
         if used != bytes.len() {
             return Err(WalError::Decode {
                 lsn,

@@ -159,9 +159,8 @@ pub fn read_object_file<T: Data>(path: &Path) -> Result<Vec<T>> {
             .checked_add(len)
             .filter(|e| *e <= bytes.len())
             .ok_or_else(|| bad(format!("record at offset {} runs past the end", at - 4)))?;
-        let (v, _) =
-            bincode::serde::decode_from_slice(&bytes[at..end], bincode::config::standard())
-                .map_err(|e| bad(format!("record at offset {}: {e}", at - 4)))?;
+        let (v, _) = sluice_wal::codec::decode_bounded(&bytes[at..end])
+            .map_err(|e| bad(format!("record at offset {}: {e}", at - 4)))?;
         out.push(v);
         at = end;
     }
