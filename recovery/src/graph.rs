@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::identity::{is_input, node_keys, upstream_inputs};
+
 /// What the checkpoint stores about one node: enough to compare a rebuilt graph with
 /// the one the checkpoint was taken from (closures cannot be stored).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,27 +52,51 @@ impl Comparison {
     }
 }
 
-fn describe(n: &NodeInfo) -> String {
+/// How a node is named in a message: its kind and its name or key.
+fn describe(n: &NodeInfo, key: &str) -> String {
     match &n.name {
-        Some(name) => format!("{} {:?} (node {})", n.kind, name, n.id),
-        None => format!("{} (node {})", n.kind, n.id),
+        Some(name) if is_input(n) => format!("input {name:?} ({})", &n.kind["input:".len()..]),
+        Some(name) => format!("{} {name:?}", n.kind),
+        None => format!("{} [{key}]", n.kind),
     }
 }
 
-/// Compares the stored graph with the rebuilt one.
+/// A key without its window: what a window is matched by to tell a changed window from
+/// a removed one.
+fn without_window(key: &str) -> String {
+    match (key.find('['), key.find("ms]")) {
+        (Some(a), Some(b)) if a < b => format!("{}{}", &key[..a], &key[b + 3..]),
+        _ => key.to_owned(),
+    }
+}
+
+/// Compares the stored graph with the rebuilt one, by stable identity (see
+/// [`crate::identity`]), never by position.
 ///
-/// Stateful operators are matched by name: one that is gone, renamed, or whose kind,
-/// key/value type, state type or window changed is incompatible. Inputs are matched by
-/// position and kind (their stored positions belong to them). Stateless operators may
-/// be added, removed or changed freely (a new output, a changed closure body): those
-/// changes are compatible and listed. A changed window on a stateless window operator
-/// is incompatible (the stored window contents no longer fit). A changed batch interval
-/// is checked by the caller (it is configuration, not graph).
+/// - Stateful operators are matched by name: one that is gone, renamed, or whose kind,
+///   key/value type, state type, window, slide or the inputs it reads changed is
+///   incompatible.
+/// - Inputs are matched by their key (kind and identity): one that is gone or renamed
+///   is incompatible (its stored position would belong to no input), as is one whose
+///   element type changed; a new input is compatible.
+/// - Windows are matched by key (kind, window, element type and lineage): a window
+///   whose length or slide changed is incompatible (the stored contents no longer
+///   fit); one that was removed is compatible (its contents are dropped).
+/// - Stateless operators may be added, removed or changed freely, also upstream of a
+///   window or a stateful operator: compatible, and listed.
+///
+/// A changed batch interval is checked by the caller (it is configuration, not graph).
 pub fn compare(stored: &[NodeInfo], rebuilt: &[NodeInfo]) -> Comparison {
     let mut c = Comparison::default();
-    for s in stored.iter().filter(|n| n.is_stateful()) {
+    let (ks, kr) = (node_keys(stored), node_keys(rebuilt));
+    let (us, ur) = (upstream_inputs(stored), upstream_inputs(rebuilt));
+    for (si, s) in stored.iter().enumerate().filter(|(_, n)| n.is_stateful()) {
         let name = s.name.clone().unwrap_or_default();
-        match rebuilt.iter().find(|r| r.name == s.name && r.is_stateful()) {
+        match rebuilt
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.name == s.name && r.is_stateful())
+        {
             None => {
                 c.incompatible.push(format!(
                     "stateful operator {name:?} ({}) is gone from the rebuilt graph (removed or renamed); its state would be lost",
@@ -78,7 +104,7 @@ pub fn compare(stored: &[NodeInfo], rebuilt: &[NodeInfo]) -> Comparison {
                 ));
                 c.dropped_state.push(name);
             }
-            Some(r) => {
+            Some((ri, r)) => {
                 let mut why = Vec::new();
                 if r.kind != s.kind {
                     why.push(format!("operator changed from {} to {}", s.kind, r.kind));
@@ -108,6 +134,13 @@ pub fn compare(stored: &[NodeInfo], rebuilt: &[NodeInfo]) -> Comparison {
                         s.slide_ms, r.slide_ms
                     ));
                 }
+                if us[si] != ur[ri] {
+                    why.push(format!(
+                        "it read {} and now reads {}",
+                        us[si].join(", "),
+                        ur[ri].join(", ")
+                    ));
+                }
                 if !why.is_empty() {
                     c.incompatible
                         .push(format!("stateful operator {name:?}: {}", why.join("; ")));
@@ -124,56 +157,59 @@ pub fn compare(stored: &[NodeInfo], rebuilt: &[NodeInfo]) -> Comparison {
             ));
         }
     }
-    let inputs = |g: &[NodeInfo]| -> Vec<NodeInfo> {
-        g.iter()
-            .filter(|n| n.kind.starts_with("input:"))
-            .cloned()
-            .collect()
-    };
-    let (si, ri) = (inputs(stored), inputs(rebuilt));
-    for (k, s) in si.iter().enumerate() {
-        match ri.get(k) {
+    // Inputs, by key.
+    for (si, s) in stored.iter().enumerate().filter(|(_, n)| is_input(n)) {
+        match kr.iter().position(|k| *k == ks[si]) {
             None => c.incompatible.push(format!(
-                "input {} is gone; its position in the checkpoint belongs to no input",
-                describe(s)
+                "{} is gone from the rebuilt graph (removed, renamed, or reading something else); its position in the checkpoint would belong to no input",
+                describe(s, &ks[si])
             )),
-            Some(r) if r.kind != s.kind || r.type_name != s.type_name || r.name != s.name => {
-                c.incompatible.push(format!(
-                    "input {k} changed from {} of {} to {} of {}",
-                    describe(s),
-                    s.type_name,
-                    describe(r),
-                    r.type_name
-                ))
-            }
+            Some(ri) if rebuilt[ri].type_name != s.type_name => c.incompatible.push(format!(
+                "{}: element type changed from {} to {}",
+                describe(s, &ks[si]),
+                s.type_name,
+                rebuilt[ri].type_name
+            )),
             Some(_) => {}
         }
     }
-    for r in ri.iter().skip(si.len()) {
-        c.compatible.push(format!("new input {}", describe(r)));
+    for (ri, r) in rebuilt.iter().enumerate().filter(|(_, n)| is_input(n)) {
+        if !ks.contains(&kr[ri]) {
+            c.compatible.push(format!("new {}", describe(r, &kr[ri])));
+        }
     }
-    // Stateless windows: matched by position among windows.
-    let windows = |g: &[NodeInfo]| -> Vec<NodeInfo> {
-        g.iter()
-            .filter(|n| n.window_ms.is_some() && !n.is_stateful())
-            .cloned()
-            .collect()
-    };
-    let (sw, rw) = (windows(stored), windows(rebuilt));
-    for (s, r) in sw.iter().zip(rw.iter()) {
-        if s.window_ms != r.window_ms {
-            c.incompatible.push(format!(
-                "{} changed window (length, slide) from {:?} ms to {:?} ms",
-                describe(s),
-                s.window_ms,
-                r.window_ms
-            ));
+    // Windows without a name, by key.
+    for (si, s) in stored
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| n.window_ms.is_some() && !n.is_stateful())
+    {
+        if kr.contains(&ks[si]) {
+            continue;
+        }
+        let family = without_window(&ks[si]);
+        let changed = rebuilt.iter().enumerate().find(|(ri, r)| {
+            r.window_ms.is_some()
+                && r.window_ms != s.window_ms
+                && without_window(&kr[*ri]) == family
+        });
+        match changed {
+            Some((_, r)) => c.incompatible.push(format!(
+                "{} changed window (length, slide) from {:?} ms to {:?} ms; the stored window contents no longer fit",
+                describe(s, &ks[si]),
+                s.window_ms.unwrap_or_default(),
+                r.window_ms.unwrap_or_default()
+            )),
+            None => c.compatible.push(format!(
+                "{} is gone from the rebuilt graph; its stored window contents are dropped",
+                describe(s, &ks[si])
+            )),
         }
     }
     // Everything else: report shape changes as compatible.
     let shape = |g: &[NodeInfo]| -> Vec<(String, String)> {
         g.iter()
-            .filter(|n| !n.is_stateful() && !n.kind.starts_with("input:"))
+            .filter(|n| !n.is_stateful() && !is_input(n))
             .map(|n| (n.kind.clone(), n.type_name.clone()))
             .collect()
     };
@@ -278,6 +314,69 @@ mod tests {
         let mut g = base();
         g[0].kind = "input:socket".into();
         let c = compare(&base(), &g);
-        assert!(c.incompatible[0].contains("input 0 changed"), "{c:?}");
+        assert!(
+            c.incompatible
+                .iter()
+                .any(|m| m.contains("input \"words\" (generator) is gone")),
+            "{c:?}"
+        );
+        let mut g = base();
+        g[0].type_name = "u64".into();
+        let c = compare(&base(), &g);
+        assert!(
+            c.incompatible
+                .iter()
+                .any(|m| m.contains("element type changed")),
+            "{c:?}"
+        );
+    }
+
+    #[test]
+    fn swapped_inputs_under_stateful_operators_are_incompatible_and_listed() {
+        // Two inputs, each counted by its own stateful operator; the rebuilt job swaps
+        // what the two inputs read (the same code with the two sockets exchanged).
+        let g = |first: &str, second: &str| {
+            let mut a = node(0, "input:socket", Some(first), None);
+            a.parents = vec![];
+            let mut b = node(1, "input:socket", Some(second), None);
+            b.parents = vec![];
+            let mut ca = node(2, "update_state_by_key", Some("a"), Some("u64"));
+            ca.parents = vec![0];
+            let mut cb = node(3, "update_state_by_key", Some("b"), Some("u64"));
+            cb.parents = vec![1];
+            vec![a, b, ca, cb]
+        };
+        let c = compare(&g("h:1", "h:2"), &g("h:2", "h:1"));
+        assert_eq!(c.incompatible.len(), 2, "{c:?}");
+        assert!(
+            c.incompatible[0].contains("it read input:socket:h:1 and now reads input:socket:h:2"),
+            "{c:?}"
+        );
+        assert_eq!(c.dropped_state, vec!["a".to_string(), "b".to_string()]);
+    }
+
+    #[test]
+    fn a_filter_upstream_of_a_window_and_a_removed_window_are_compatible() {
+        let mut a = base();
+        a.push(NodeInfo {
+            window_ms: Some((3000, 1000)),
+            ..node(3, "window", None, None)
+        });
+        let mut b = a.clone();
+        b.insert(1, node(1, "filter", None, None));
+        for (i, n) in b.iter_mut().enumerate() {
+            n.id = i;
+            n.parents = if i == 0 { vec![] } else { vec![i - 1] };
+        }
+        let c = compare(&a, &b);
+        assert!(c.incompatible.is_empty(), "{c:?}");
+        let c = compare(&a, &base());
+        assert!(c.incompatible.is_empty(), "{c:?}");
+        assert!(
+            c.compatible
+                .iter()
+                .any(|m| m.contains("window contents are dropped")),
+            "{c:?}"
+        );
     }
 }

@@ -4,9 +4,14 @@
 //! them to these functions, and acts on the decision they return, so every restart path
 //! is unit-testable without a disk:
 //!
+//! * [`resolve::resolve`]: the one restart decision — from the retained checkpoints,
+//!   the driver log, the rebuilt graph, the configuration and the clock: start afresh,
+//!   resume (what to restore into which node, which batches to replay with which
+//!   inputs, which to catch up), or refuse (every difference listed). It falls back
+//!   past checkpoints the engine could not read whole.
 //! * [`graph::compare`]: is the rebuilt graph the one the checkpoint was taken from,
 //!   a compatible change (resume and say what changed), or an incompatible one (stop
-//!   and list every difference)?
+//!   and list every difference)? By stable identity ([`identity`]), never position.
 //! * [`plan::plan_restart`]: which batches to re-run, in order and with which inputs:
 //!   those planned but not completed, those completed after the state snapshot, and
 //!   those the clock passed while the driver was down.
@@ -22,6 +27,7 @@ pub mod graph;
 pub mod identity;
 pub mod log;
 pub mod plan;
+pub mod resolve;
 pub mod supervise;
 
 /// The time of a batch: milliseconds since the Unix epoch, aligned to the batch

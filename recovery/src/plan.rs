@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::log::{DriverEvent, InputPlan};
+use crate::log::DriverEvent;
 use crate::BatchTime;
 
 /// What to do with the batch times the clock passed while the driver was down.
@@ -15,7 +15,25 @@ pub enum DownTime {
     Fold,
 }
 
-/// The decision.
+/// Which input a logged plan belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum InputRef {
+    /// By its stable key (what this build writes).
+    Key(String),
+    /// By its position among the graph's inputs (logs of earlier builds).
+    Position(usize),
+}
+
+/// One input's plan for a batch to replay, as the driver log holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedInput {
+    /// The input it belongs to.
+    pub input: InputRef,
+    /// Its encoded plan.
+    pub plan: Vec<u8>,
+}
+
+/// The batches to re-run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RestartPlan {
     /// The job's zero time.
@@ -23,7 +41,7 @@ pub struct RestartPlan {
     /// Batches planned after the state snapshot, in time order, to re-run with exactly
     /// the inputs they were planned with (completed ones included: their effect on the
     /// state is not in the snapshot; an exactly-once sink turns their output into no-ops).
-    pub replay: Vec<(BatchTime, Vec<InputPlan>)>,
+    pub replay: Vec<(BatchTime, Vec<LoggedInput>)>,
     /// Of those, the ones that had completed before the crash.
     pub replay_completed: Vec<BatchTime>,
     /// New batches for the time the driver was down, planned afresh, in order.
@@ -48,12 +66,23 @@ pub fn plan_restart(
 ) -> RestartPlan {
     let zero_ms = zero.0;
     let after = checkpoint.unwrap_or(zero).0;
-    let mut planned: BTreeMap<u64, Vec<InputPlan>> = BTreeMap::new();
+    let mut planned: BTreeMap<u64, Vec<LoggedInput>> = BTreeMap::new();
     let mut completed = BTreeSet::new();
     for e in events {
         match e {
             DriverEvent::BatchPlanned { time, inputs } if time.0 > after => {
-                planned.insert(time.0, inputs.clone());
+                let logged = inputs.iter().map(|i| LoggedInput {
+                    input: InputRef::Key(i.input.clone()),
+                    plan: i.plan.clone(),
+                });
+                planned.insert(time.0, logged.collect());
+            }
+            DriverEvent::BatchPlannedByPosition { time, inputs } if time.0 > after => {
+                let logged = inputs.iter().map(|i| LoggedInput {
+                    input: InputRef::Position(i.input),
+                    plan: i.plan.clone(),
+                });
+                planned.insert(time.0, logged.collect());
             }
             DriverEvent::BatchCompleted { time } if time.0 > after => {
                 completed.insert(time.0);
@@ -107,8 +136,8 @@ mod tests {
     fn planned(t: u64) -> DriverEvent {
         DriverEvent::BatchPlanned {
             time: BatchTime(t),
-            inputs: vec![InputPlan {
-                input: 0,
+            inputs: vec![crate::log::InputPlan {
+                input: "input:generator:g".into(),
                 plan: t.to_le_bytes().to_vec(),
             }],
         }
