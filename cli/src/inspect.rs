@@ -1,12 +1,10 @@
 //! `sluice inspect LOCATION [--json]`: the report of `sluice::durable::inspect`, for
 //! people or as JSON; exits 2 when something is damaged or the location cannot be read.
 
-use std::process::ExitCode;
-
 use sluice::durable::inspect::{inspect, Report};
 
 /// Runs the command.
-pub(crate) fn run(location: &str, json: bool) -> ExitCode {
+pub(crate) fn run(location: &str, json: bool) -> u8 {
     match inspect(location) {
         Ok(r) => {
             if json {
@@ -15,14 +13,14 @@ pub(crate) fn run(location: &str, json: bool) -> ExitCode {
                 print(&r);
             }
             if r.damaged {
-                ExitCode::from(2)
+                2
             } else {
-                ExitCode::SUCCESS
+                0
             }
         }
         Err(e) => {
             eprintln!("sluice inspect: {e}");
-            ExitCode::from(2)
+            2
         }
     }
 }
@@ -30,6 +28,7 @@ pub(crate) fn run(location: &str, json: bool) -> ExitCode {
 /// Prints the report for people.
 fn print(r: &Report) {
     println!("location: {}", r.location);
+    println!("a restart now would: {}", r.decision);
     println!("checkpoints ({}), newest first:", r.checkpoints.len());
     for c in &r.checkpoints {
         match &c.problem {

@@ -147,15 +147,33 @@ enum BenchWhat {
 
 /// The `sluice` command: parses the process's arguments and runs the command.
 pub fn main() -> ExitCode {
+    main_with(std::env::args_os())
+}
+
+/// The `sluice` command with these arguments (the first is the program name).
+pub fn main_with<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    ExitCode::from(status_with(args))
+}
+
+/// Like [`main_with`], the exit status as a number (for a caller that exits itself).
+pub fn status_with<I, T>(args: I) -> u8
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
     sluice::tune_allocator();
-    tracing_subscriber::fmt()
+    let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
-        .init();
-    let cli = Cli::parse();
+        .try_init();
+    let cli = Cli::parse_from(args);
     let res = match cli.command {
         Command::Demo {
             checkpoint,
@@ -177,7 +195,7 @@ pub fn main() -> ExitCode {
             exit_when_idle: exit_when_idle.map(std::time::Duration::from_secs_f64),
         })
         .map_err(|e| e.to_string()),
-        Command::Supervise(args) => return args.run("sluice supervise"),
+        Command::Supervise(args) => return args.status("sluice supervise"),
         Command::Inspect { location, json } => {
             return inspect::run(&location, json);
         }
@@ -228,10 +246,10 @@ pub fn main() -> ExitCode {
         } => bench_restart::driver(keys, &checkpoint, batch_ms),
     };
     match res {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => 0,
         Err(e) => {
             eprintln!("sluice: {e}");
-            ExitCode::FAILURE
+            1
         }
     }
 }

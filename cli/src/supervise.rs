@@ -56,11 +56,16 @@ impl SuperviseArgs {
 
     /// Supervises the command; returns the process exit status (2 for bad options).
     pub fn run(&self, who: &str) -> std::process::ExitCode {
+        std::process::ExitCode::from(self.status(who))
+    }
+
+    /// Like [`SuperviseArgs::run`], the status as a number.
+    pub fn status(&self, who: &str) -> u8 {
         match self.policy().and_then(|p| run(&self.cmd, &p)) {
-            Ok(code) => std::process::ExitCode::from(code.clamp(0, 255) as u8),
+            Ok(code) => code.clamp(0, 255) as u8,
             Err(e) => {
                 eprintln!("{who}: {e}");
-                std::process::ExitCode::from(2)
+                2
             }
         }
     }

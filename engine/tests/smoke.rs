@@ -91,3 +91,55 @@ fn stateful_word_count_over_the_queue() {
         ]
     );
 }
+
+/// A receiver that, asked to stop, keeps draining for a while (storing nothing more).
+struct SlowToStop;
+
+impl Receiver<u64> for SlowToStop {
+    fn run(&mut self, ctx: &ReceiverContext<u64>) -> sluice::Result<()> {
+        ctx.store(1);
+        while !ctx.is_stopped() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(1500));
+        Ok(())
+    }
+}
+
+/// Seen before: while a receiver was still draining after a graceful stop, the
+/// scheduler ran empty batches back to back, their times racing far ahead of the clock.
+#[test]
+fn batch_times_stay_on_the_clock_while_a_graceful_stop_drains_a_receiver() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let ssc = StreamingContext::new(conf("drain-pace")).unwrap();
+    let times = Arc::new(Mutex::new(Vec::new()));
+    let t2 = times.clone();
+    ssc.receiver_stream(SlowToStop)
+        .unwrap()
+        .foreach_batch(move |b| {
+            t2.lock().unwrap().push(b.time.0);
+            Ok(())
+        })
+        .unwrap();
+    ssc.start().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    ssc.stop(true).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let times = times.lock().unwrap();
+    let last = *times.iter().max().expect("batches ran");
+    // 1.5 s of draining at 20 ms batches: on the clock the last batch is at most a
+    // batch or two ahead of it; racing, it was tens of seconds ahead.
+    assert!(
+        last <= now + 100,
+        "the last batch time is {} ms ahead of the clock",
+        last.saturating_sub(now)
+    );
+    assert!(
+        times.len() >= 20,
+        "{} batches ran while draining",
+        times.len()
+    );
+}

@@ -312,6 +312,33 @@ fn socket_text_stream_counts_words_from_a_real_server() {
     assert_eq!(got, want);
 }
 
+/// Seen before: a peer sending a line of hundreds of MB without a newline grew the
+/// process to 1.5 GB, and with the receiver WAL on the block failed to store and the
+/// job stopped. Lines over the maximum record size are discarded as they are read,
+/// counted, and the other lines are kept.
+#[test]
+fn socket_lines_over_the_maximum_record_size_are_dropped_and_counted() {
+    let _g = serial();
+    let mut text = b"a\n".to_vec();
+    text.extend(std::iter::repeat_n(b'x', 3 << 20)); // spans many reads
+    text.extend_from_slice(b"\nb\n");
+    text.extend(std::iter::repeat_n(b'y', 2048)); // within one read
+    text.extend_from_slice(b"\nc\n");
+    text.extend(std::iter::repeat_n(b'z', 5000)); // a last line without its newline
+    let (port, server) = serve(vec![text]);
+    let ssc = StreamingContext::new(conf("oversized").receiver_max_record_bytes(1024)).unwrap();
+    let seen = collect(&ssc.socket_text_stream("127.0.0.1", port).unwrap());
+    ssc.start().unwrap();
+    let dropped = || ssc.input_statuses()[0].dropped_oversized;
+    assert!(eventually(20, || all(&seen).len() == 3 && dropped() == 3));
+    let status = ssc.input_statuses().remove(0);
+    ssc.stop(true).unwrap();
+    server.join().unwrap();
+    assert_eq!(all(&seen), vec!["a".to_string(), "b".into(), "c".into()]);
+    assert_eq!(status.dropped_oversized, 3);
+    assert_eq!(status.kind, "receiver");
+}
+
 #[test]
 fn socket_receiver_reconnects_after_the_connection_is_lost() {
     let _g = serial();

@@ -4,22 +4,31 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 const BATCH_MS: u64 = 200;
 const RATE: u64 = 500;
 
 fn demo_at(checkpoint: &str, output: &Path, extra: &[&str], env: &[(String, String)]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_sluice-e2e"))
-        .args(["demo", "--quiet", "--batch-ms", &BATCH_MS.to_string()])
-        .args(["--rate", &RATE.to_string()])
+    let batch_ms = BATCH_MS.to_string();
+    let rate = RATE.to_string();
+    let output = output.display().to_string();
+    let mut args = vec![
+        "demo",
+        "--quiet",
+        "--batch-ms",
+        &batch_ms,
+        "--rate",
+        &rate,
+        "--checkpoint",
+        checkpoint,
+        "--output",
+        &output,
+    ];
+    args.extend(extra);
+    sluice_tests::sluice(args)
         .envs(env.iter().map(|(k, v)| (k, v)))
-        .arg("--checkpoint")
-        .arg(checkpoint)
-        .arg("--output")
-        .arg(output)
-        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -179,4 +188,10 @@ fn the_same_with_the_checkpoint_location_on_rocksdb() {
     let dir = tempfile::tempdir().unwrap();
     let location = format!("rocksdb://{}", dir.path().join("ckpt").display());
     kill_and_check(&location, &dir.path().join("out"), &[], 2, 0xbeef);
+}
+
+#[test]
+#[ignore = "the sluice command, run as a child process by this file's tests"]
+fn sluice_command() {
+    sluice_tests::run_sluice_command()
 }

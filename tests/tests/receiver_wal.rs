@@ -294,8 +294,14 @@ fn a_reliable_receiver_resumes_from_the_position_stored_with_its_blocks() {
 /// A TCP server on loopback that sends `text` to its one client, then waits for the
 /// client to close the connection.
 fn serve_once(text: Vec<u8>) -> (u16, std::thread::JoinHandle<()>) {
+    serve_once_on(0, text)
+}
+
+/// Like `serve_once`, on `port` (0: any free one). The receiver's identity, and with it
+/// its WAL, is its `host:port`: a restarted job reads from the same server address.
+fn serve_once_on(port: u16, text: Vec<u8>) -> (u16, std::thread::JoinHandle<()>) {
     use std::io::{Read, Write};
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let l = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
     let port = l.local_addr().unwrap().port();
     let h = std::thread::spawn(move || {
         if let Ok((mut c, _)) = l.accept() {
@@ -361,9 +367,9 @@ fn socket_lines_in_the_wal_come_back_as_the_same_lines_after_a_failure() {
     drop((ssc, receiver));
     server.join().unwrap();
 
-    // Second life, on a new server: the failed batch and whatever no batch took come
-    // back from the WAL as the lines they were; then two new lines.
-    let (port, server) = serve_once(b"m0\nm1\n".to_vec());
+    // Second life, on a new server at the same address: the failed batch and whatever
+    // no batch took come back from the WAL as the lines they were; then two new lines.
+    let (port, server) = serve_once_on(port, b"m0\nm1\n".to_vec());
     let (ssc, _) = socket_job(dir.path(), port, seen.clone(), None);
     ssc.start().unwrap();
     assert!(eventually(5, || seen

@@ -134,12 +134,12 @@ fn a_damaged_newest_checkpoint_falls_back_and_inspect_reports_it() {
     let dir = tempfile::tempdir().unwrap();
     first_life(dir.path());
     let inspect = |json: bool| {
-        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_sluice-e2e"));
-        c.arg("inspect").arg(dir.path());
+        let path = dir.path().display().to_string();
+        let mut args = vec!["inspect", path.as_str()];
         if json {
-            c.arg("--json");
+            args.push("--json");
         }
-        c.output().unwrap()
+        sluice_tests::sluice(args).output().unwrap()
     };
     let ok = inspect(false);
     let text = String::from_utf8_lossy(&ok.stdout);
@@ -152,6 +152,10 @@ fn a_damaged_newest_checkpoint_falls_back_and_inspect_reports_it() {
         text.contains("update_state_by_key"),
         "the graph is listed: {text}"
     );
+    assert!(
+        text.contains("a restart now would: resume from the checkpoint of batch"),
+        "the restart decision is printed: {text}"
+    );
 
     let newest = newest_checkpoint(dir.path());
     let mut bytes = std::fs::read(&newest).unwrap();
@@ -161,7 +165,8 @@ fn a_damaged_newest_checkpoint_falls_back_and_inspect_reports_it() {
 
     let bad = inspect(true);
     assert_eq!(bad.status.code(), Some(2));
-    let report: serde_json::Value = serde_json::from_slice(&bad.stdout).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_slice(sluice_tests::json_in(&bad.stdout)).unwrap();
     assert_eq!(report["damaged"], true);
     let name = newest.file_name().unwrap().to_string_lossy().into_owned();
     let ms: u64 = name.trim_start_matches("checkpoint-").parse().unwrap();
@@ -172,10 +177,36 @@ fn a_damaged_newest_checkpoint_falls_back_and_inspect_reports_it() {
         .find(|c| c["time_ms"] == ms)
         .unwrap();
     assert_eq!(row["readable"], false);
+    assert!(
+        report["decision"]
+            .as_str()
+            .unwrap()
+            .contains("(1 newer skipped)"),
+        "{report}"
+    );
 
     // The job resumes from the older checkpoint and still gets the exact result.
     let last: Last = Arc::default();
     let ssc = job(dir.path(), "counts", false, last.clone()).unwrap();
     run_to_end(&ssc);
     assert_eq!(*last.lock().unwrap(), expected());
+}
+
+#[test]
+fn inspect_of_a_location_that_does_not_exist_says_so_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-checkpoint");
+    let out = sluice_tests::sluice(["inspect", &missing.display().to_string()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("does not exist"), "{err}");
+    assert!(!missing.exists(), "inspect created the location");
+}
+
+#[test]
+#[ignore = "the sluice command, run as a child process by this file's tests"]
+fn sluice_command() {
+    sluice_tests::run_sluice_command()
 }

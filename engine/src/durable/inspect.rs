@@ -9,7 +9,12 @@ use sluice_checkpoint::CheckpointStore;
 use sluice_recovery::graph::NodeInfo;
 use sluice_recovery::log::DriverEvent;
 
-use crate::durable::{driver_log_url, snapshot_operator_name, CheckpointData};
+use sluice_recovery::plan::DownTime;
+use sluice_recovery::resolve::{resolve, RestartInputs, Unusable};
+
+use crate::durable::checkpoint::StateRef;
+use crate::durable::{driver_log_url, CheckpointData};
+use crate::BatchTime;
 
 /// One checkpoint.
 #[derive(Debug, Serialize)]
@@ -53,12 +58,30 @@ pub struct Report {
     pub driver_log: Option<LogReport>,
     /// The graph descriptor of the newest readable checkpoint.
     pub graph: Vec<NodeInfo>,
+    /// The decision a restart of the same job would take now (`sluice_recovery::resolve`,
+    /// with the newest readable checkpoint's graph as the rebuilt one).
+    pub decision: String,
     pub damaged: bool,
 }
 
 /// Inspects a checkpoint location without changing it.
 pub fn inspect(location: &str) -> Result<Report, String> {
+    // A local location that does not exist is not opened (opening creates it).
+    let local = match location.strip_prefix("rocksdb://") {
+        Some(path) => Some(path),
+        None if !location.contains("://") => Some(location),
+        None => location.strip_prefix("file://"),
+    };
+    if let Some(path) = local {
+        if !std::path::Path::new(path).exists() {
+            return Err(format!(
+                "{location} does not exist: there is nothing to inspect"
+            ));
+        }
+    }
     let store = sluice_checkpoint::open_location(location).map_err(|e| e.to_string())?;
+    let mut unusable = Vec::new();
+    let mut usable = Vec::new();
     let mut damaged = false;
     let mut rows = Vec::new();
     let mut graph = Vec::new();
@@ -75,19 +98,30 @@ pub fn inspect(location: &str) -> Result<Report, String> {
             .read_checkpoint(*id)
             .map_err(|e| e.to_string())
             .and_then(|c| {
-                CheckpointData::decode(&c.payload)
+                CheckpointData::decode(&c.payload, None)
                     .map(|d| (c.payload.len(), d))
                     .map_err(|e| e.to_string())
             }) {
             Err(e) => {
                 damaged = true;
+                unusable.push(Unusable {
+                    time: BatchTime(id.0),
+                    reason: e.clone(),
+                });
                 row.problem = Some(e);
             }
             Ok((len, d)) => {
                 row.readable = true;
                 row.bytes = Some(len);
-                for (name, r) in &d.states {
-                    row.states.push(check_state(&store, name, *r, &mut damaged));
+                for s in &d.states {
+                    row.states.push(check_state(&store, s, &mut damaged));
+                }
+                match row.states.iter().find_map(|s| s.problem.clone()) {
+                    Some(problem) => unusable.push(Unusable {
+                        time: BatchTime(id.0),
+                        reason: problem,
+                    }),
+                    None => usable.push(d.view()),
                 }
                 if graph.is_empty() {
                     graph = d.graph.clone();
@@ -96,39 +130,66 @@ pub fn inspect(location: &str) -> Result<Report, String> {
         }
         rows.push(row);
     }
-    let driver_log = inspect_log(location, &mut damaged);
+    let mut events = Vec::new();
+    let driver_log = inspect_log(location, &mut damaged, &mut events);
+    if rows.is_empty() && driver_log.is_none() && local.is_none() {
+        return Err(format!(
+            "{location} holds no checkpoint and no driver log: there is nothing to inspect"
+        ));
+    }
+    let batch_ms = usable
+        .first()
+        .map(|v| v.batch_ms)
+        .or_else(|| {
+            events.iter().find_map(|e| match e {
+                DriverEvent::Started { batch_ms, .. } => Some(*batch_ms),
+                _ => None,
+            })
+        })
+        .unwrap_or(1000);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let decision = resolve(&RestartInputs {
+        checkpoints: &usable,
+        unusable: &unusable,
+        log: &events,
+        graph: &graph,
+        batch_ms,
+        drop_incompatible_state: false,
+        down_time: DownTime::RunEach,
+        now_ms,
+    })
+    .summary();
     Ok(Report {
         location: location.into(),
         checkpoints: rows,
         driver_log,
         graph,
+        decision,
         damaged,
     })
 }
 
 fn check_state(
     store: &std::sync::Arc<dyn CheckpointStore>,
-    name: &str,
-    r: sluice_checkpoint::snapshot::SnapshotRef,
+    state: &StateRef,
     damaged: &mut bool,
 ) -> StateRow {
+    let r = state.reference;
     let mut row = StateRow {
-        operator: name.into(),
+        operator: state.name.clone(),
         snapshot_id: r.id,
         layers: 0,
         keys: None,
         problem: None,
     };
-    let res = StateSnapshots::new(
-        store.clone(),
-        &snapshot_operator_name(name),
-        SnapshotOptions::default(),
-    )
-    .and_then(|s| {
-        let m = s.read_manifest(r)?;
-        row.layers = m.layers.len();
-        s.restore(&m)
-    });
+    let res = StateSnapshots::new(store.clone(), &state.snapshots, SnapshotOptions::default())
+        .and_then(|s| {
+            let m = s.read_manifest(r)?;
+            row.layers = m.layers.len();
+            s.restore(&m)
+        });
     match res {
         Ok(state) => row.keys = Some(state.len()),
         Err(e) => {
@@ -139,7 +200,11 @@ fn check_state(
     row
 }
 
-fn inspect_log(location: &str, damaged: &mut bool) -> Option<LogReport> {
+fn inspect_log(
+    location: &str,
+    damaged: &mut bool,
+    events: &mut Vec<DriverEvent>,
+) -> Option<LogReport> {
     let url = driver_log_url(location);
     let path = url.strip_prefix("file://").unwrap_or(&url);
     if url.contains("://") && !url.starts_with("file://") {
@@ -169,13 +234,15 @@ fn inspect_log(location: &str, damaged: &mut bool) -> Option<LogReport> {
             let mut completed = BTreeSet::new();
             for (lsn, bytes) in &scan.records {
                 match crate::runtime::graph::decode::<DriverEvent>(bytes) {
-                    Ok(DriverEvent::BatchPlanned { time, .. }) => {
-                        planned.insert(time.0);
+                    Ok(e) => {
+                        if let Some(time) = e.planned_time() {
+                            planned.insert(time.0);
+                        }
+                        if let DriverEvent::BatchCompleted { time } = &e {
+                            completed.insert(time.0);
+                        }
+                        events.push(e);
                     }
-                    Ok(DriverEvent::BatchCompleted { time }) => {
-                        completed.insert(time.0);
-                    }
-                    Ok(DriverEvent::Started { .. }) => {}
                     Err(e) => {
                         *damaged = true;
                         rep.problem = Some(format!("record {lsn} does not decode: {e}"));

@@ -13,14 +13,14 @@ use std::time::Duration;
 
 use sluice_checkpoint::CheckpointStore;
 use sluice_recovery::log::{DriverEvent, InputPlan};
-use sluice_recovery::plan::RestartPlan;
+use sluice_recovery::resolve::Resume;
 use sluice_wal::{Durability, TypedWal, Wal, WalOptions};
 
 mod checkpoint;
 pub mod inspect;
 mod restore;
 
-pub(crate) use checkpoint::CheckpointData;
+pub(crate) use checkpoint::{input_keys, CheckpointData};
 
 use crate::runtime::graph::ExecutionEnv;
 use crate::{BatchTime, EngineError, Result, StreamingConf};
@@ -33,7 +33,7 @@ pub(crate) struct DriverStore {
     /// How often to checkpoint, in ms (a multiple of the batch interval).
     pub(crate) every_ms: u64,
     /// Set by `get_or_create`, taken by the scheduler on start.
-    pub(crate) plan: Mutex<Option<RestartPlan>>,
+    pub(crate) plan: Mutex<Option<Resume>>,
     /// Whether the log already holds a `Started` record.
     pub(crate) started_logged: Mutex<bool>,
 }
@@ -58,6 +58,22 @@ pub(crate) fn sibling_location(location: &str, name: &str) -> String {
     } else {
         format!("{}/{name}", location.trim_end_matches('/'))
     }
+}
+
+/// Whether the log at `url` exists and holds records. A local location that does not
+/// exist is not created.
+pub(crate) fn location_holds_records(url: &str, opts: &WalOptions) -> Result<bool> {
+    let local = url.strip_prefix("file://").unwrap_or(url);
+    if !url.contains("://") || url.starts_with("file://") {
+        let path = std::path::Path::new(local);
+        if !path.exists() {
+            return Ok(false);
+        }
+    }
+    let wal = Wal::open_url(url, opts.clone())?;
+    let holds = wal.next_lsn().0 > wal.first_lsn().0;
+    drop(wal);
+    Ok(holds)
 }
 
 /// The driver log's location for a checkpoint location.
@@ -97,6 +113,7 @@ impl DriverStore {
             durability: Durability::GroupCommit {
                 max_wait: Duration::ZERO,
             },
+            recovery: conf.wal_recovery_mode,
             ..WalOptions::default()
         };
         let wal = Wal::open_url(&driver_log_url(&location), opts)?;

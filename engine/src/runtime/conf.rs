@@ -28,6 +28,8 @@ use crate::{EngineError, Result};
 /// | `SLUICE_BACKPRESSURE_PID_MIN_RATE` | `backpressure_pid.min_rate` (records/s) | `100` |
 /// | `SLUICE_RECEIVER_RESTART_DELAY` | `receiver_restart_delay` | `500ms` |
 /// | `SLUICE_RECEIVER_MAX_BUFFERED` | `receiver_max_buffered` (bytes, 0 = no bound) | `64MiB`, `16000000` |
+/// | `SLUICE_RECEIVER_MAX_RECORD_BYTES` | `receiver_max_record_bytes` | `1MiB` |
+/// | `SLUICE_WAL_RECOVERY_MODE` | `wal_recovery_mode` | `tolerate-torn-tail`, `point-in-time`, `absolute-consistency` |
 #[derive(Debug, Clone, PartialEq)]
 pub struct StreamingConf {
     /// A name for logs and the listener.
@@ -70,7 +72,19 @@ pub struct StreamingConf {
     pub drop_incompatible_state: bool,
     /// On restart, what to do with batch times that passed while the driver was down.
     pub down_time: sluice_recovery::plan::DownTime,
+    /// The largest record a receiver takes, in bytes (a socket line without its
+    /// newline). A longer one is discarded while it is read (never buffered past this),
+    /// logged with its source and size and counted (`InputStatus::dropped_oversized`);
+    /// the other records are kept and the job runs on. Default 1 MiB.
+    pub receiver_max_record_bytes: u64,
+    /// What opening the driver log and the receiver WALs does with damage: cut a torn
+    /// tail (default), stop at the first bad frame (point in time, to get a damaged
+    /// log running again), or refuse any damage.
+    pub wal_recovery_mode: sluice_wal::RecoveryMode,
 }
+
+/// The default of [`StreamingConf::receiver_max_record_bytes`]: 1 MiB.
+pub const DEFAULT_RECEIVER_MAX_RECORD_BYTES: u64 = 1 << 20;
 
 /// The default of [`StreamingConf::receiver_max_buffered`]: 64 MiB per receiver.
 pub const DEFAULT_RECEIVER_MAX_BUFFERED: u64 = 64 << 20;
@@ -98,7 +112,22 @@ impl StreamingConf {
             receiver_max_buffered: Some(DEFAULT_RECEIVER_MAX_BUFFERED),
             drop_incompatible_state: false,
             down_time: sluice_recovery::plan::DownTime::RunEach,
+            receiver_max_record_bytes: DEFAULT_RECEIVER_MAX_RECORD_BYTES,
+            wal_recovery_mode: sluice_wal::RecoveryMode::TolerateTornTail,
         }
+    }
+
+    /// Sets the largest record a receiver takes; see
+    /// [`StreamingConf::receiver_max_record_bytes`].
+    pub fn receiver_max_record_bytes(mut self, bytes: u64) -> Self {
+        self.receiver_max_record_bytes = bytes;
+        self
+    }
+
+    /// Sets what opening the driver log and the receiver WALs does with damage.
+    pub fn wal_recovery_mode(mut self, mode: sluice_wal::RecoveryMode) -> Self {
+        self.wal_recovery_mode = mode;
+        self
     }
 
     /// Sets the block interval.
@@ -208,6 +237,21 @@ impl StreamingConf {
                 "SLUICE_DROP_INCOMPATIBLE_STATE" => {
                     self.drop_incompatible_state = parse_bool(&v).map_err(bad)?
                 }
+                "SLUICE_RECEIVER_MAX_RECORD_BYTES" => {
+                    self.receiver_max_record_bytes = parse_bytes(&v).map_err(bad)?
+                }
+                "SLUICE_WAL_RECOVERY_MODE" => {
+                    self.wal_recovery_mode = match v.as_str() {
+                        "tolerate-torn-tail" => sluice_wal::RecoveryMode::TolerateTornTail,
+                        "point-in-time" => sluice_wal::RecoveryMode::PointInTime,
+                        "absolute-consistency" => sluice_wal::RecoveryMode::AbsoluteConsistency,
+                        _ => {
+                            return Err(bad(format!(
+                            "{v:?}: use tolerate-torn-tail, point-in-time or absolute-consistency"
+                        )))
+                        }
+                    }
+                }
                 "SLUICE_DOWN_TIME" => {
                     self.down_time = match v.as_str() {
                         "run-each" => sluice_recovery::plan::DownTime::RunEach,
@@ -267,6 +311,22 @@ impl StreamingConf {
                 reason,
             })
         };
+        for (setting, d) in [
+            ("batch_interval", Some(self.batch_interval)),
+            ("block_interval", Some(self.block_interval)),
+            ("checkpoint_interval", self.checkpoint_interval),
+            ("receiver_restart_delay", Some(self.receiver_restart_delay)),
+        ] {
+            if d.is_some_and(|d| d.as_millis() > u128::from(MAX_DURATION_MS)) {
+                return bad(setting, "is too long (at most 365 days)".into());
+            }
+        }
+        if self.receiver_max_record_bytes == 0 {
+            return bad(
+                "receiver_max_record_bytes",
+                "must be at least 1 byte".into(),
+            );
+        }
         if self.batch_interval.is_zero()
             || !self.batch_interval.subsec_nanos().is_multiple_of(1_000_000)
         {
@@ -316,14 +376,23 @@ fn number_and_unit<'a>(s: &'a str, what: &str) -> Result<(u64, &'a str), String>
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let (n, unit) = number_and_unit(s, "a duration (use e.g. 500ms, 2s, 1m)")?;
     let s = s.trim();
-    match unit {
-        "" | "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" | "min" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
-        u => Err(format!("{s:?}: unknown unit {u:?} (use ms, s, m or h)")),
+    let ms_per_unit: u64 = match unit {
+        "" | "ms" => 1,
+        "s" => 1_000,
+        "m" | "min" => 60_000,
+        "h" => 3_600_000,
+        u => return Err(format!("{s:?}: unknown unit {u:?} (use ms, s, m or h)")),
+    };
+    // Batch times are milliseconds since the epoch plus such durations: a duration past
+    // a year is a typo, and one past u64 milliseconds would overflow.
+    match n.checked_mul(ms_per_unit) {
+        Some(ms) if ms <= MAX_DURATION_MS => Ok(Duration::from_millis(ms)),
+        _ => Err(format!("{s:?} is too long (at most 365 days)")),
     }
 }
+
+/// The longest duration a setting takes: 365 days.
+const MAX_DURATION_MS: u64 = 365 * 24 * 3_600_000;
 
 /// Parses a byte count: `65536`, `64KiB`, `64MiB`, `1GiB`, or `64kB`, `64MB`, `1GB`
 /// (powers of ten).
@@ -408,6 +477,14 @@ mod tests {
             ("SLUICE_RECEIVER_WAL", "maybe", "boolean"),
             ("SLUICE_BACKPRESSURE_PID_MIN_RATE", "lots", "not a number"),
             ("SLUICE_BATCH_SIZE", "3", "unknown setting"),
+            ("SLUICE_BATCH_INTERVAL", "99999999999999999h", "too long"),
+            (
+                "SLUICE_CHECKPOINT_INTERVAL",
+                "18446744073709551615s",
+                "too long",
+            ),
+            ("SLUICE_RECEIVER_MAX_RECORD_BYTES", "0", "at least 1 byte"),
+            ("SLUICE_WAL_RECOVERY_MODE", "fast", "tolerate-torn-tail"),
             (
                 "SLUICE_CHECKPOINT_INTERVAL",
                 "1500ms",

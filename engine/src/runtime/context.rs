@@ -108,13 +108,17 @@ impl CtxInner {
             }
             Phase::Stopped => return Err(EngineError::Stopped),
         }
-        if let Some(name) = &info.name {
-            if st
-                .registry
-                .nodes
-                .iter()
-                .any(|n| n.info().name.as_deref() == Some(name.as_str()))
-            {
+        // Operator names must be unique; inputs with the same identity are told apart
+        // by their keys (`#2`, …; see sluice_recovery::identity).
+        if let Some(name) = info
+            .name
+            .as_ref()
+            .filter(|_| !info.kind.starts_with("input:"))
+        {
+            if st.registry.nodes.iter().any(|n| {
+                n.info().name.as_deref() == Some(name.as_str())
+                    && !n.info().kind.starts_with("input:")
+            }) {
                 return Err(EngineError::OperatorName {
                     name: name.clone(),
                     reason: "another operator already has this name; names must be unique".into(),
@@ -152,6 +156,24 @@ impl CtxInner {
         }
         st.outputs.push(output);
         Ok(())
+    }
+
+    /// The stable key the next input of `kind` named `identity` will get (see
+    /// `sluice_recovery::identity::node_keys`: a second input with the same kind and
+    /// identity gets `#2`, …).
+    pub(crate) fn next_input_key(&self, kind: &str, identity: &str) -> String {
+        let st = self.state();
+        let kind = format!("input:{kind}");
+        let twins = st
+            .registry
+            .nodes
+            .iter()
+            .filter(|n| n.info().kind == kind && n.info().name.as_deref() == Some(identity))
+            .count();
+        match twins {
+            0 => format!("{kind}:{identity}"),
+            n => format!("{kind}:{identity}#{}", n + 1),
+        }
     }
 
     /// Checks that `d` is a positive multiple of the batch interval.

@@ -61,10 +61,18 @@ pub(crate) fn encode<X: serde::Serialize>(x: &X) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Decodes bytes from disk (checkpoints, snapshots, WAL records, memos), bounded: a
+/// corrupt length is an error, never an allocation of the claimed size.
 pub(crate) fn decode<X: serde::de::DeserializeOwned>(b: &[u8]) -> Result<X> {
-    bincode::serde::decode_from_slice(b, bincode::config::standard())
+    sluice_wal::codec::decode_bounded(b)
         .map(|(x, _)| x)
         .map_err(codec_err)
+}
+
+/// Decodes the value at the start of `b` and ignores the rest (a format version read
+/// before the payload it governs).
+pub(crate) fn decode_prefix<X: serde::de::DeserializeOwned>(b: &[u8]) -> Result<X> {
+    decode(b)
 }
 
 /// The codec of keyed state `(K, S)`.

@@ -19,6 +19,11 @@ pub(crate) trait Input: Send + Sync {
     fn stop_receiving(&self);
     /// Whether everything received has been allocated to a batch.
     fn drained(&self) -> bool;
+    /// Whether the input holds data the next batch would take now (a graceful stop
+    /// runs that batch without waiting for its time). By default: not drained.
+    fn ready(&self) -> bool {
+        !self.drained()
+    }
     /// Forgets allocations of batches at or before `t` (they are processed).
     fn forget(&self, t: BatchTime);
     /// What `allocate` fixed for batch `t`, encoded for the driver log so a restarted

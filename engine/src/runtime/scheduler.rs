@@ -29,8 +29,17 @@ pub(crate) fn run_scheduler(inner: &Arc<CtxInner>, env: &ExecutionEnv) -> Result
         nodes: &nodes,
         store: durable.as_deref(),
         app_name: &inner.conf.app_name,
+        input_keys: crate::durable::input_keys(
+            &nodes.iter().map(|n| n.info().clone()).collect::<Vec<_>>(),
+        ),
     };
     let mut t = env.zero.plus(env.batch);
+    // How far batch times run ahead of the clock: zero, except after a restart whose
+    // driver log already planned batch times in the future (an earlier build could run
+    // ahead while draining). Batch times only ever grow (sinks commit by them), so such
+    // a job keeps its times and runs them at the batch interval instead of sitting idle
+    // until the clock catches up.
+    let mut lead = 0u64;
     let plan = durable
         .as_ref()
         .and_then(|d| d.plan.lock().unwrap_or_else(|e| e.into_inner()).take());
@@ -45,21 +54,45 @@ pub(crate) fn run_scheduler(inner: &Arc<CtxInner>, env: &ExecutionEnv) -> Result
             runner.run_batch(*time, None, &listeners)?;
         }
         t = plan.next;
+        let now = now_ms();
+        let batch = env.batch.as_millis() as u64;
+        if t.0 > now + batch {
+            lead = t.0 - now - batch;
+            tracing::warn!(
+                ahead_ms = lead,
+                "the driver log planned batch times ahead of the clock; they keep their times and run at the batch interval"
+            );
+        }
     }
     loop {
-        // Wait for the batch time, or a stop.
+        // Wait for the batch time, or an immediate stop, or a drained graceful one.
         let mut st = inner.state();
         loop {
-            if inner.stop.load(Ordering::SeqCst) {
+            if inner.stop.load(Ordering::SeqCst)
+                && (!inner.graceful.load(Ordering::SeqCst)
+                    || inputs.iter().all(|i| i.drained())
+                    // While a graceful stop drains the inputs, a batch runs before its
+                    // time only when an input holds data it would take now (a queue);
+                    // a receiver still draining with nothing stored waits for the
+                    // clock, so empty batches do not race ahead of it.
+                    || inputs.iter().any(|i| i.ready()))
+            {
                 break;
             }
-            let now = now_ms();
+            let now = now_ms() + lead;
             if now >= t.0 {
                 break;
             }
+            // Woken early by a stop; a graceful one re-checks the inputs at least every
+            // 50 ms while it waits.
+            let wait = (t.0 - now).min(if inner.stop.load(Ordering::SeqCst) {
+                50
+            } else {
+                u64::MAX
+            });
             st = inner
                 .done
-                .wait_timeout(st, Duration::from_millis(t.0 - now))
+                .wait_timeout(st, Duration::from_millis(wait))
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
@@ -85,38 +118,44 @@ struct BatchRunner<'a> {
     nodes: &'a [Arc<dyn AnyNode>],
     store: Option<&'a crate::durable::DriverStore>,
     app_name: &'a str,
+    /// The inputs' stable keys, in input order.
+    input_keys: Vec<String>,
 }
 
 impl BatchRunner<'_> {
-    /// Runs batch `t`: fix its inputs (or replay a logged plan), log the plan durably,
+    /// Runs batch `t` and returns its records: fix its inputs (or replay a logged plan), log the plan durably,
     /// run the outputs in order, log completion, checkpoint when due.
     fn run_batch(
         &self,
         t: BatchTime,
-        replay: Option<&[sluice_recovery::log::InputPlan]>,
+        replay: Option<&[(usize, Vec<u8>)]>,
         listeners: &[Arc<dyn StreamingListener>],
-    ) -> Result<()> {
+    ) -> Result<u64> {
         let env = self.env;
         let span = tracing::info_span!("batch", time = t.0, replay = replay.is_some());
         let _g = span.enter();
         let submitted = Instant::now();
         let mut records = 0;
         for (i, input) in self.inputs.iter().enumerate() {
-            let logged = replay.and_then(|p| p.iter().find(|x| x.input == i));
+            let logged = replay.and_then(|p| p.iter().find(|(input, _)| *input == i));
             records += match logged {
-                Some(p) => input.replay(t, &p.plan, env)?,
+                Some((_, plan)) => input.replay(t, plan, env)?,
                 None => input.allocate(t, env)?,
             };
         }
         if let (Some(d), None) = (self.store, replay) {
+            // Each plan under its input's stable key (see sluice_recovery::identity).
             let plans = self
-                .inputs
+                .input_keys
                 .iter()
-                .enumerate()
-                .filter_map(|(i, input)| {
+                .zip(self.inputs)
+                .filter_map(|(key, input)| {
                     input
                         .plan_of(t)
-                        .map(|plan| sluice_recovery::log::InputPlan { input: i, plan })
+                        .map(|plan| sluice_recovery::log::InputPlan {
+                            input: key.clone(),
+                            plan,
+                        })
                 })
                 .collect();
             d.planned(t, plans)?;
@@ -161,6 +200,6 @@ impl BatchRunner<'_> {
         for l in listeners {
             l.on_batch_completed(&info);
         }
-        Ok(())
+        Ok(records)
     }
 }

@@ -317,9 +317,11 @@ impl StreamingContext {
         options: FileStreamOptions,
         decoder: impl Decoder<T>,
     ) -> Result<DStream<T>> {
+        let dir: PathBuf = dir.into();
+        let identity = dir.display().to_string();
         let alloc = Arc::new(Allocations::default());
         let input = Arc::new(FileInput {
-            dir: dir.into(),
+            dir,
             decoder: Arc::new(decoder),
             alloc: alloc.clone(),
             processed: Mutex::new(HashSet::new()),
@@ -330,7 +332,7 @@ impl StreamingContext {
             new_files_only: options.new_files_only,
             restored: AtomicBool::new(false),
         });
-        self.input_stream("files", None, alloc, input)
+        self.input_stream("files", identity, alloc, input)
     }
 }
 

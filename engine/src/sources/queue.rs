@@ -63,15 +63,18 @@ pub(crate) fn input_info<T>(kind: &str, name: Option<String>) -> NodeInfo {
 
 impl StreamingContext {
     /// Registers an input whose node reads `alloc` (shared by input sources).
+    /// `identity` is the input's stable name: the user's, or derived from what it reads
+    /// (a directory, `host:port`); its position in checkpoints, its plans in the driver
+    /// log and its receiver WAL are found again by it (see `sluice_recovery::identity`).
     pub(crate) fn input_stream<T: Data>(
         &self,
         kind: &str,
-        name: Option<String>,
+        identity: String,
         alloc: Arc<Allocations<T>>,
         input: Arc<dyn Input>,
     ) -> Result<DStream<T>> {
         let stream = self.node_stream(
-            input_info::<T>(kind, name),
+            input_info::<T>(kind, Some(identity)),
             Box::new(move |t, _env| Ok(alloc.get(t))),
         )?;
         self.inner.add_input(input)?;
@@ -93,7 +96,7 @@ impl StreamingContext {
             one_at_a_time,
             alloc: alloc.clone(),
         });
-        self.input_stream("queue", None, alloc, input)
+        self.input_stream("queue", "queue".into(), alloc, input)
     }
 
     /// A deterministic source replayable by offset: `rate_per_sec` records a second,
@@ -117,7 +120,7 @@ impl StreamingContext {
             plans: Mutex::new(BTreeMap::new()),
             name: name.into(),
         });
-        self.input_stream("generator", Some(name.into()), alloc, input)
+        self.input_stream("generator", name.into(), alloc, input)
     }
 }
 

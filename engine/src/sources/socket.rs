@@ -201,13 +201,19 @@ fn decode_records<T: Data>(
     reader: &mut BufReader<Counting<TcpStream>>,
     pending: &mut Pending<'_, T, Vec<T>>,
     malformed: &mut dyn FnMut(io::Error),
+    oversized: &mut dyn FnMut(u64),
 ) -> Ended {
     let ctx = pending.ctx;
+    let max = ctx.max_record_bytes();
     loop {
         if ctx.is_stopped() {
             return Ended::Eof;
         }
+        let before = consumed(reader);
         match decoder(&mut *reader) {
+            // A decoder reads as much as it likes; a record it took more than the
+            // maximum record size to decode is discarded all the same.
+            Ok(Some(_)) if consumed(reader) - before > max => oversized(consumed(reader) - before),
             Ok(Some(record)) => pending.records.push(record),
             Ok(None) => return Ended::Eof,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -221,18 +227,30 @@ fn decode_records<T: Data>(
 }
 
 /// Splits UTF-8 lines out of the read buffer into packed lines until the stream ends
-/// or breaks, a line cut by the buffer's end carried over.
+/// or breaks, a line cut by the buffer's end carried over. A line longer than the
+/// receiver's maximum record size is discarded while it is read: a carried-over part
+/// is never kept past the limit (only its length is counted, up to its `\n`).
 fn decode_lines_fast<T: Data>(
     reader: &mut BufReader<Counting<TcpStream>>,
     pending: &mut Pending<'_, T, PackedLines>,
     malformed: &mut dyn FnMut(io::Error),
+    oversized: &mut dyn FnMut(u64),
 ) -> Ended {
     let ctx = pending.ctx;
+    let max = usize::try_from(ctx.max_record_bytes()).unwrap_or(usize::MAX);
     let mut partial: Vec<u8> = Vec::new();
-    let mut push = |line: &[u8], pending: &mut Pending<'_, T, PackedLines>| match line_str(line) {
-        Ok(l) => pending.records.push(l),
-        Err(e) => malformed(e),
-    };
+    // The length so far of a line being discarded (over the limit), until its `\n`.
+    let mut discarding: Option<u64> = None;
+    let mut push =
+        |line: &[u8], pending: &mut Pending<'_, T, PackedLines>, oversized: &mut dyn FnMut(u64)| {
+            if line.len() > max {
+                return oversized(line.len() as u64);
+            }
+            match line_str(line) {
+                Ok(l) => pending.records.push(l),
+                Err(e) => malformed(e),
+            }
+        };
     loop {
         if ctx.is_stopped() {
             return Ended::Eof;
@@ -246,17 +264,36 @@ fn decode_lines_fast<T: Data>(
         };
         if buf.is_empty() {
             // A last line without `\n` counts as a line.
-            if !partial.is_empty() {
-                push(&std::mem::take(&mut partial), pending);
+            if let Some(n) = discarding.take() {
+                oversized(n);
+            } else if !partial.is_empty() {
+                push(&std::mem::take(&mut partial), pending, oversized);
             }
             return Ended::Eof;
         }
         let mut start = 0;
+        if let Some(n) = discarding {
+            match memchr::memchr(b'\n', buf) {
+                Some(nl) => {
+                    discarding = None;
+                    oversized(n + nl as u64);
+                    start = nl + 1;
+                }
+                None => {
+                    // Still inside the long line: count it, keep nothing.
+                    discarding = Some(n + buf.len() as u64);
+                    let len = buf.len();
+                    reader.consume(len);
+                    pending.flush(consumed(reader));
+                    continue;
+                }
+            }
+        }
         if !partial.is_empty() {
-            if let Some(nl) = memchr::memchr(b'\n', buf) {
-                partial.extend_from_slice(&buf[..nl]);
-                push(&std::mem::take(&mut partial), pending);
-                start = nl + 1;
+            if let Some(nl) = memchr::memchr(b'\n', &buf[start..]) {
+                partial.extend_from_slice(&buf[start..start + nl]);
+                push(&std::mem::take(&mut partial), pending, oversized);
+                start += nl + 1;
             }
         }
         // The complete lines, up to the last `\n`: checked as UTF-8 in one pass when
@@ -273,7 +310,11 @@ fn decode_lines_fast<T: Data>(
                     for nl in memchr::memchr_iter(b'\n', text.as_bytes()) {
                         let line = &text[s..nl];
                         let line = line.strip_suffix('\r').unwrap_or(line);
-                        pending.records.push(line);
+                        if line.len() > max {
+                            oversized(line.len() as u64);
+                        } else {
+                            pending.records.push(line);
+                        }
                         s = nl + 1;
                         if pending.full() {
                             pending.flush(at + (start + s) as u64);
@@ -283,7 +324,7 @@ fn decode_lines_fast<T: Data>(
                 Err(_) => {
                     let mut s = start;
                     for nl in memchr::memchr_iter(b'\n', &buf[start..end]) {
-                        push(&buf[s..start + nl], pending);
+                        push(&buf[s..start + nl], pending, oversized);
                         s = start + nl + 1;
                         if pending.full() {
                             pending.flush(at + s as u64);
@@ -293,7 +334,13 @@ fn decode_lines_fast<T: Data>(
             }
             start = end;
         }
-        partial.extend_from_slice(&buf[start..]);
+        if partial.len() + (buf.len() - start) > max {
+            // The carried-over line is already over the limit: drop what is held.
+            discarding = Some((partial.len() + buf.len() - start) as u64);
+            partial = Vec::new();
+        } else {
+            partial.extend_from_slice(&buf[start..]);
+        }
         let n = buf.len();
         reader.consume(n);
         // Bytes of a carried-over partial line count with the chunk that ends it.
@@ -333,6 +380,7 @@ impl<T: Data> Receiver<T> for SocketReceiver<T> {
                 reason: format!("{e}; skipped (record {skipped} skipped so far)"),
             });
         };
+        let mut oversized = |bytes: u64| ctx.dropped_oversized(&source, bytes);
         // What was decoded is stored, also on a stop: nothing read is dropped.
         let ended = match &self.decode {
             Decode::Records(d) => {
@@ -342,7 +390,13 @@ impl<T: Data> Receiver<T> for SocketReceiver<T> {
                     store: |ctx, v, bytes| ctx.store_all_sized(std::mem::take(v), bytes),
                     stored_at: 0,
                 };
-                let ended = decode_records(&**d, &mut reader, &mut pending, &mut malformed);
+                let ended = decode_records(
+                    &**d,
+                    &mut reader,
+                    &mut pending,
+                    &mut malformed,
+                    &mut oversized,
+                );
                 pending.flush(reader.get_ref().bytes);
                 ended
             }
@@ -353,7 +407,8 @@ impl<T: Data> Receiver<T> for SocketReceiver<T> {
                     store: *store,
                     stored_at: 0,
                 };
-                let ended = decode_lines_fast(&mut reader, &mut pending, &mut malformed);
+                let ended =
+                    decode_lines_fast(&mut reader, &mut pending, &mut malformed, &mut oversized);
                 pending.flush(reader.get_ref().bytes);
                 ended
             }

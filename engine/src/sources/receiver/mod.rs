@@ -220,6 +220,24 @@ impl<T: Data> ReceiverContext<T> {
         self.shared.limiter.rate()
     }
 
+    /// The largest record this receiver may store, in bytes
+    /// ([`StreamingConf::receiver_max_record_bytes`](crate::StreamingConf::receiver_max_record_bytes)).
+    /// A receiver discards a longer record while it reads it, and reports it with
+    /// [`ReceiverContext::dropped_oversized`].
+    pub fn max_record_bytes(&self) -> u64 {
+        self.shared.max_record_bytes
+    }
+
+    /// Reports a record of `bytes` (at least) from `source` that was over
+    /// [`ReceiverContext::max_record_bytes`] and discarded: logged with its source and
+    /// size, and counted in the receiver's status (`dropped_oversized`).
+    pub fn dropped_oversized(&self, source: &str, bytes: u64) {
+        let max = self.shared.max_record_bytes;
+        tracing::warn!(receiver = %self.shared.name, %source, bytes, max,
+            "discarded a record over the maximum record size (receiver_max_record_bytes)");
+        lock(&self.shared.stats).dropped_oversized += 1;
+    }
+
     /// Whether `run` should return: the context is stopping or a restart was requested.
     pub fn is_stopped(&self) -> bool {
         self.shared.is_stopped()
@@ -303,6 +321,8 @@ pub struct ReceiverStatus {
     pub finished: bool,
     /// Bytes stored and not yet processed (what `receiver_max_buffered` bounds).
     pub bytes_buffered: u64,
+    /// Records discarded for being over `receiver_max_record_bytes`.
+    pub dropped_oversized: u64,
 }
 
 /// A handle on a running receiver, for monitoring.
@@ -346,6 +366,7 @@ struct Stats {
     restarts: u64,
     errors: u64,
     last_error: Option<String>,
+    dropped_oversized: u64,
 }
 
 type StopHook = Box<dyn FnOnce() + Send>;
@@ -494,6 +515,8 @@ struct ReceiverCore<T> {
     fatal: Mutex<Option<String>>,
     /// The bound on `bytes.buffered()` (`receiver_max_buffered`).
     max_buffered: Option<u64>,
+    /// `receiver_max_record_bytes`.
+    max_record_bytes: u64,
     /// What the bound counts, and when batches release it.
     bytes: ReceiverBytes,
     /// Blocks were cut at `BLOCK_BYTES`: the block generator should store them now.
@@ -749,6 +772,7 @@ impl<T: Data> ReceiverCore<T> {
             rate_limit: self.limiter.rate(),
             finished: self.finished.load(Ordering::SeqCst),
             bytes_buffered: self.bytes.buffered(),
+            dropped_oversized: s.dropped_oversized,
         }
     }
 }
@@ -949,6 +973,7 @@ impl<T: Data> Input for ReceiverInput<T> {
             restarts: s.restarts,
             last_error: s.last_error,
             records_total: s.records_stored,
+            dropped_oversized: s.dropped_oversized,
             ..Default::default()
         }
     }
@@ -1033,6 +1058,10 @@ impl<T: Data> Input for ReceiverInput<T> {
 
     fn drained(&self) -> bool {
         self.shared.finished.load(Ordering::SeqCst) && lock(&self.shared.blocks).is_empty()
+    }
+
+    fn ready(&self) -> bool {
+        !lock(&self.shared.blocks).is_empty()
     }
 
     fn forget(&self, t: BatchTime) {
@@ -1127,6 +1156,37 @@ fn decode_input_position(pos: &[u8]) -> Result<(u64, Option<Vec<u8>>)> {
         .or_else(|_| crate::runtime::graph::decode::<u64>(pos).map(|lsn| (lsn, None)))
 }
 
+/// Opens a receiver's write-ahead log, named by the input's stable key (so it follows
+/// the input, not its position among the receivers). A log that builds before stable
+/// names kept at `receiver-wal-<position>` is used instead while it holds records and
+/// the named one is empty: records it holds that no batch processed are not lost.
+fn open_receiver_wal(
+    location: &str,
+    key: &str,
+    position: usize,
+    recovery: sluice_wal::RecoveryMode,
+) -> Result<sluice_wal::Wal> {
+    let opts = sluice_wal::WalOptions {
+        recovery,
+        ..sluice_wal::WalOptions::default()
+    };
+    let named = crate::durable::sibling_location(
+        location,
+        &format!(
+            "receiver-wal-{}",
+            crate::durable::snapshot_operator_name(key)
+        ),
+    );
+    let legacy = crate::durable::sibling_location(location, &format!("receiver-wal-{position}"));
+    if !crate::durable::location_holds_records(&named, &opts)?
+        && crate::durable::location_holds_records(&legacy, &opts)?
+    {
+        tracing::info!(receiver = key, wal = %legacy, "using the receiver WAL an earlier build wrote at this receiver's position");
+        return Ok(sluice_wal::Wal::open_url(&legacy, opts)?);
+    }
+    Ok(sluice_wal::Wal::open_url(&named, opts)?)
+}
+
 /// The source position of the newest positioned block the WAL holds.
 fn newest_position(wal: &sluice_wal::Wal) -> Result<Option<Vec<u8>>> {
     let mut newest = None;
@@ -1161,6 +1221,7 @@ impl StreamingContext {
     ) -> Result<(DStream<T>, ReceiverHandle)> {
         let conf = self.conf();
         let name = receiver.describe();
+        let identity = name.clone();
         let initial = if conf.backpressure {
             conf.backpressure_initial_rate.map(|r| r as f64)
         } else {
@@ -1176,10 +1237,12 @@ impl StreamingContext {
                     reason: "the receiver WAL lives at the checkpoint location: set one".into(),
                 })?;
             let k = self.inner.receiver_count.fetch_add(1, Ordering::SeqCst);
-            let url = crate::durable::sibling_location(location, &format!("receiver-wal-{k}"));
-            Some(sluice_wal::Wal::open_url(
-                &url,
-                sluice_wal::WalOptions::default(),
+            let key = self.inner.next_input_key(kind, &identity);
+            Some(open_receiver_wal(
+                location,
+                &key,
+                k,
+                conf.wal_recovery_mode,
             )?)
         } else {
             None
@@ -1224,6 +1287,7 @@ impl StreamingContext {
             fatal: Mutex::new(None),
             position: Mutex::new(wal_position),
             max_buffered: conf.receiver_max_buffered,
+            max_record_bytes: conf.receiver_max_record_bytes,
             bytes: ReceiverBytes::default(),
             cut_soon: AtomicBool::new(false),
             last_cut_len: AtomicU64::new(0),
@@ -1243,7 +1307,7 @@ impl StreamingContext {
             requeued: AtomicBool::new(false),
             pool: std::sync::OnceLock::new(),
         });
-        let stream = self.input_stream(kind, None, alloc, input)?;
+        let stream = self.input_stream(kind, identity, alloc, input)?;
         if let Some(c) = controller {
             self.add_listener(c);
         }
