@@ -72,7 +72,7 @@ pub mod writer;
 
 pub use error::{CheckpointError, Result};
 pub use local::LocalStore;
-pub use location::{open_location, open_location_with, Location};
+pub use location::{open_location, open_location_on, open_location_with, Location};
 pub use object::{ObjectCheckpointStore, RetryPolicy};
 pub use rocks::RocksStore;
 pub use store::{

@@ -93,8 +93,21 @@ pub fn open_location_with(
     url: &str,
     s3_overrides: &[(String, String)],
 ) -> Result<Arc<dyn CheckpointStore>> {
+    open_location_on(url, s3_overrides, None)
+}
+
+/// [`open_location_with`] with the file system a local directory uses (`None`: the
+/// process's default, `sluice_wal::fs::default_fs`).
+pub fn open_location_on(
+    url: &str,
+    s3_overrides: &[(String, String)],
+    fs: Option<Arc<dyn sluice_wal::fs::FileSystem>>,
+) -> Result<Arc<dyn CheckpointStore>> {
     match Location::parse(url)? {
-        Location::Local(dir) => Ok(Arc::new(LocalStore::open(dir)?)),
+        Location::Local(dir) => Ok(Arc::new(match fs {
+            Some(fs) => LocalStore::open_with(fs, dir)?,
+            None => LocalStore::open(dir)?,
+        })),
         Location::Rocks(path) => Ok(Arc::new(RocksStore::open(path)?)),
         Location::S3 { bucket, prefix } => {
             let bad = |reason: String| CheckpointError::InvalidLocation {

@@ -17,8 +17,13 @@ const WINDOW: u64 = 3 * B;
 /// `(operator, batch time) -> sorted (key, value)`.
 type Out = Arc<Mutex<BTreeMap<(u8, u64), Vec<(u64, u64)>>>>;
 
-fn build(ssc: &StreamingContext, out: &Out) -> sluice::Result<()> {
-    let s = ssc.generator_stream("numbers", RATE, |n| (n % 3, 1u64))?;
+/// The job; `edited` inserts stateless operators upstream of the window and of the
+/// stateful operator (a compatible change between two runs).
+fn build(ssc: &StreamingContext, out: &Out, edited: bool) -> sluice::Result<()> {
+    let mut s = ssc.generator_stream("numbers", RATE, |n| (n % 3, 1u64))?;
+    if edited {
+        s = s.filter(|_| true)?.map(|x: &(u64, u64)| *x)?;
+    }
     let windowed = s.reduce_by_key_and_window_inv(
         |a, b| a + b,
         |a, b| a - b,
@@ -52,9 +57,26 @@ fn conf(dir: &Path) -> StreamingConf {
 
 #[test]
 fn incremental_window_and_map_with_state_resume_after_a_restart() {
+    restart_and_check(false);
+}
+
+/// Seen before: window contents were saved and restored by node position, so a `filter`
+/// inserted upstream of a window between two runs restored them into the wrong node
+/// (windows of 1450 where every full window holds 400, with no warning).
+#[test]
+fn a_filter_inserted_upstream_of_the_window_and_the_state_resumes_them_correctly() {
+    restart_and_check(true);
+}
+
+/// Contexts are one-per-process; the tests run one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn restart_and_check(edit: bool) {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let before: Out = Arc::default();
-    let ssc = StreamingContext::get_or_create(conf(dir.path()), |s| build(s, &before)).unwrap();
+    let ssc =
+        StreamingContext::get_or_create(conf(dir.path()), |s| build(s, &before, false)).unwrap();
     ssc.start().unwrap();
     std::thread::sleep(Duration::from_millis(10 * B));
     ssc.stop(false).unwrap();
@@ -62,7 +84,8 @@ fn incremental_window_and_map_with_state_resume_after_a_restart() {
     // A stopped and dropped context releases its checkpoint location.
     drop(ssc);
     let after: Out = Arc::default();
-    let ssc = StreamingContext::get_or_create(conf(dir.path()), |s| build(s, &after)).unwrap();
+    let ssc =
+        StreamingContext::get_or_create(conf(dir.path()), |s| build(s, &after, edit)).unwrap();
     ssc.start().unwrap();
     std::thread::sleep(Duration::from_millis(8 * B));
     ssc.stop(true).unwrap();

@@ -192,6 +192,45 @@ fn a_damaged_newest_checkpoint_falls_back_and_inspect_reports_it() {
     assert_eq!(*last.lock().unwrap(), expected());
 }
 
+/// Seen before: one chunk of the newest checkpoint's state snapshot deleted made every
+/// start fail ("a snapshot chunk named by the manifest is missing") — a crash loop
+/// under `sluice supervise`. The restart must fall back to the next older checkpoint by
+/// itself and replay from the driver log.
+#[test]
+fn a_missing_snapshot_chunk_of_the_newest_checkpoint_falls_back_to_an_older_one() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    first_life(dir.path());
+    let newest = newest_checkpoint(dir.path());
+    let id = newest
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .trim_start_matches("checkpoint-")
+        .to_owned();
+    let chunk = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            let n = p.file_name().unwrap().to_string_lossy().into_owned();
+            n.starts_with("state-") && n.contains(&id) && !n.ends_with(".manifest")
+        })
+        .expect("a snapshot chunk of the newest checkpoint");
+    std::fs::remove_file(&chunk).unwrap();
+
+    let report = sluice_tests::sluice(["inspect", &dir.path().display().to_string()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&report.stdout);
+    assert_eq!(report.status.code(), Some(2), "{text}");
+    assert!(text.contains("newer skipped"), "{text}");
+
+    let last: Last = Arc::default();
+    let ssc = job(dir.path(), "counts", false, last.clone()).unwrap();
+    run_to_end(&ssc);
+    assert_eq!(*last.lock().unwrap(), expected());
+}
+
 #[test]
 fn inspect_of_a_location_that_does_not_exist_says_so_and_exits_2() {
     let dir = tempfile::tempdir().unwrap();

@@ -167,6 +167,9 @@ pub enum Fault {
     /// The disk holds only `bytes` more bytes; a write past that writes what fits and
     /// fails with ENOSPC.
     DiskFull { bytes: u64 },
+    /// The n-th open from now of a file whose path contains `path_contains` fails with
+    /// EIO (a read that fails, for the code reading it).
+    FailOpen { path_contains: String, nth: u64 },
 }
 
 /// Armed [`Fault`]s and their countdowns: the one piece of fault logic [`SimFs`] and
@@ -222,6 +225,25 @@ impl Faults {
             self.free_bytes = Some(free.saturating_sub(growth));
         }
         (len, err)
+    }
+
+    /// An open of `path`: the error to report, if one is due.
+    fn open(&mut self, path: &Path) -> Option<io::Error> {
+        let path = path.to_string_lossy();
+        let mut failed = false;
+        self.armed.retain_mut(|f| match f {
+            Fault::FailOpen { path_contains, nth } if path.contains(path_contains.as_str()) => {
+                if *nth <= 1 {
+                    failed = true;
+                    false
+                } else {
+                    *nth -= 1;
+                    true
+                }
+            }
+            _ => true,
+        });
+        failed.then(|| eio(&format!("cannot open {path}")))
     }
 
     /// An fsync: the error to report, if one is due.
@@ -319,6 +341,9 @@ impl FileSystem for FaultyFs {
         self.inner.create_new(path).map(|f| self.wrap(f))
     }
     fn open(&self, path: &Path) -> io::Result<Arc<dyn WalFile>> {
+        if let Some(e) = lock(&self.faults).open(path) {
+            return Err(e);
+        }
         self.inner.open(path).map(|f| self.wrap(f))
     }
     fn remove(&self, path: &Path) -> io::Result<()> {
@@ -372,6 +397,18 @@ struct SimState {
     durable_entries: BTreeMap<PathBuf, Arc<Mutex<SimFile>>>,
     dirs: BTreeSet<PathBuf>,
     faults: Faults,
+    /// The power was cut ([`SimFs::power_cut`]): every operation fails.
+    dead: bool,
+}
+
+impl SimState {
+    /// EIO once the power is cut.
+    fn alive(&self) -> io::Result<()> {
+        if self.dead {
+            return Err(eio("the power is off"));
+        }
+        Ok(())
+    }
 }
 
 /// An in-memory file system that simulates crashes and injects faults.
@@ -413,6 +450,11 @@ impl SimFs {
         lock(&self.state).faults.clear();
     }
 
+    /// How many armed faults have not fired yet.
+    pub fn faults_pending(&self) -> usize {
+        lock(&self.state).faults.armed.len()
+    }
+
     /// Simulates power loss: unsynced bytes and unsynced directory entries vanish.
     pub fn crash(&self) {
         self.crash_keeping(|_, _| 0);
@@ -447,6 +489,36 @@ impl SimFs {
         st.faults.clear();
     }
 
+    /// Cuts the power: every operation through this file system (and the handles it
+    /// opened) fails from now on, as on a machine that went dark; returns the file
+    /// system as it comes back up, holding only what was durable (see
+    /// [`SimFs::crash`]). A process that keeps running on the old one writes nothing
+    /// the new one sees.
+    pub fn power_cut(&self) -> SimFs {
+        let mut st = lock(&self.state);
+        st.dead = true;
+        let mut files = BTreeMap::new();
+        for (path, file) in &st.durable_entries {
+            let durable = lock(file).durable.clone();
+            files.insert(
+                path.clone(),
+                Arc::new(Mutex::new(SimFile {
+                    data: durable.clone(),
+                    durable,
+                })),
+            );
+        }
+        SimFs {
+            state: Arc::new(Mutex::new(SimState {
+                durable_entries: files.clone(),
+                files,
+                dirs: st.dirs.clone(),
+                faults: Faults::default(),
+                dead: false,
+            })),
+        }
+    }
+
     /// The current content of a file (for tests that damage files on purpose).
     pub fn read_file(&self, path: &Path) -> Option<Vec<u8>> {
         let st = lock(&self.state);
@@ -472,9 +544,11 @@ impl WalFile for SimHandle {
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         // State before file, never both: `crash_keeping` takes them in that order.
         let current = lock(&self.file).data.len() as u64;
-        let (len, err) = lock(&self.fs.state)
-            .faults
-            .write(buf.len(), offset, current);
+        let (len, err) = {
+            let mut st = lock(&self.fs.state);
+            st.alive()?;
+            st.faults.write(buf.len(), offset, current)
+        };
         let mut file = lock(&self.file);
         let end = offset as usize + len;
         if file.data.len() < end {
@@ -488,6 +562,7 @@ impl WalFile for SimHandle {
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        lock(&self.fs.state).alive()?;
         let file = lock(&self.file);
         let start = (offset as usize).min(file.data.len());
         let n = buf.len().min(file.data.len() - start);
@@ -496,7 +571,12 @@ impl WalFile for SimHandle {
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        if let Some(e) = lock(&self.fs.state).faults.sync() {
+        let sync = {
+            let mut st = lock(&self.fs.state);
+            st.alive()?;
+            st.faults.sync()
+        };
+        if let Some(e) = sync {
             return Err(e);
         }
         let mut file = lock(&self.file);
@@ -509,6 +589,7 @@ impl WalFile for SimHandle {
     }
 
     fn truncate(&self, len: u64) -> io::Result<()> {
+        lock(&self.fs.state).alive()?;
         let mut file = lock(&self.file);
         file.data.truncate(len as usize);
         Ok(())
@@ -518,6 +599,7 @@ impl WalFile for SimHandle {
 impl FileSystem for SimFs {
     fn create_new(&self, path: &Path) -> io::Result<Arc<dyn WalFile>> {
         let mut st = lock(&self.state);
+        st.alive()?;
         if st.files.contains_key(path) {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
@@ -533,7 +615,11 @@ impl FileSystem for SimFs {
     }
 
     fn open(&self, path: &Path) -> io::Result<Arc<dyn WalFile>> {
-        let st = lock(&self.state);
+        let mut st = lock(&self.state);
+        st.alive()?;
+        if let Some(e) = st.faults.open(path) {
+            return Err(e);
+        }
         let file = st.files.get(path).cloned().ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::NotFound,
@@ -548,6 +634,7 @@ impl FileSystem for SimFs {
 
     fn remove(&self, path: &Path) -> io::Result<()> {
         let mut st = lock(&self.state);
+        st.alive()?;
         st.files.remove(path).map(|_| ()).ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::NotFound,
@@ -558,6 +645,7 @@ impl FileSystem for SimFs {
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut st = lock(&self.state);
+        st.alive()?;
         let f = st.files.remove(from).ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::NotFound,
@@ -570,6 +658,7 @@ impl FileSystem for SimFs {
 
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
         let st = lock(&self.state);
+        st.alive()?;
         if !st.dirs.contains(dir) {
             return Err(io::Error::new(
                 io::ErrorKind::NotFound,
@@ -586,6 +675,7 @@ impl FileSystem for SimFs {
 
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         let mut st = lock(&self.state);
+        st.alive()?;
         let mut d = Some(dir);
         while let Some(p) = d {
             st.dirs.insert(p.to_path_buf());
@@ -596,6 +686,7 @@ impl FileSystem for SimFs {
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         let mut st = lock(&self.state);
+        st.alive()?;
         let keep: Vec<(PathBuf, Arc<Mutex<SimFile>>)> = st
             .files
             .iter()
@@ -605,5 +696,36 @@ impl FileSystem for SimFs {
         st.durable_entries.retain(|p, _| p.parent() != Some(dir));
         st.durable_entries.extend(keep);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn after_a_power_cut_the_old_fs_is_dead_and_the_new_one_holds_what_was_durable() {
+        let fs = SimFs::new();
+        let dir = Path::new("/d");
+        fs.create_dir_all(dir).unwrap();
+        let synced = fs.create_new(&dir.join("a")).unwrap();
+        synced.write_all_at(b"kept", 0).unwrap();
+        synced.sync_data().unwrap();
+        fs.sync_dir(dir).unwrap();
+        synced.write_all_at(b" lost", 4).unwrap();
+        let unsynced_entry = fs.create_new(&dir.join("b")).unwrap();
+        unsynced_entry.write_all_at(b"x", 0).unwrap();
+        unsynced_entry.sync_data().unwrap();
+
+        let back = fs.power_cut();
+        // The machine that went dark writes nothing more, through any handle.
+        assert!(synced.write_all_at(b"zz", 0).is_err());
+        assert!(fs.create_new(&dir.join("c")).is_err());
+        assert!(fs.list(dir).is_err());
+        // What comes back up: the synced bytes of the synced entry, nothing else.
+        assert_eq!(back.read_file(&dir.join("a")).unwrap(), b"kept");
+        assert!(back.read_file(&dir.join("b")).is_none());
+        assert!(back.read_file(&dir.join("c")).is_none());
+        assert_eq!(back.list(dir).unwrap(), vec!["a".to_string()]);
     }
 }

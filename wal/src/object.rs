@@ -198,6 +198,20 @@ impl Wal {
     /// (endpoint, region and credentials from the standard `AWS_*` environment
     /// variables; plain HTTP is allowed when `AWS_ENDPOINT` starts with `http://`).
     pub fn open_url(url: &str, opts: WalOptions) -> Result<Wal> {
+        Self::open_url_with_fs(url, opts, None)
+    }
+
+    /// [`Wal::open_url`] with the file system a local location uses (`None`: the
+    /// process's default, [`crate::fs::default_fs`]); object-store locations ignore it.
+    pub fn open_url_with_fs(
+        url: &str,
+        opts: WalOptions,
+        fs: Option<Arc<dyn crate::fs::FileSystem>>,
+    ) -> Result<Wal> {
+        let local = |path: &str, opts| match &fs {
+            Some(fs) => Wal::open_with_fs(fs.clone(), path, opts),
+            None => Wal::open(path, opts),
+        };
         if let Some(rest) = url.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             if bucket.is_empty() {
@@ -221,13 +235,13 @@ impl Wal {
             return Wal::open_object_store(Arc::new(store), prefix.trim_matches('/'), opts);
         }
         if let Some(path) = url.strip_prefix("file://") {
-            return Wal::open(path, opts);
+            return local(path, opts);
         }
         if url.contains("://") {
             return Err(WalError::InvalidOptions(format!(
                 "{url:?}: unsupported WAL location; use a path, file://PATH or s3://BUCKET/PREFIX"
             )));
         }
-        Wal::open(url, opts)
+        local(url, opts)
     }
 }

@@ -62,15 +62,23 @@ pub(crate) fn sibling_location(location: &str, name: &str) -> String {
 
 /// Whether the log at `url` exists and holds records. A local location that does not
 /// exist is not created.
-pub(crate) fn location_holds_records(url: &str, opts: &WalOptions) -> Result<bool> {
+pub(crate) fn location_holds_records(
+    url: &str,
+    opts: &WalOptions,
+    fs: Option<Arc<dyn sluice_wal::fs::FileSystem>>,
+) -> Result<bool> {
     let local = url.strip_prefix("file://").unwrap_or(url);
     if !url.contains("://") || url.starts_with("file://") {
         let path = std::path::Path::new(local);
-        if !path.exists() {
+        let exists = match &fs {
+            Some(fs) => fs.list(path).is_ok(),
+            None => path.exists(),
+        };
+        if !exists {
             return Ok(false);
         }
     }
-    let wal = Wal::open_url(url, opts.clone())?;
+    let wal = Wal::open_url_with_fs(url, opts.clone(), fs)?;
     let holds = wal.next_lsn().0 > wal.first_lsn().0;
     drop(wal);
     Ok(holds)
@@ -108,7 +116,8 @@ impl DriverStore {
         let Some(location) = conf.checkpoint.clone() else {
             return Ok(None);
         };
-        let store = sluice_checkpoint::open_location(&location).map_err(ckpt_err)?;
+        let store =
+            sluice_checkpoint::open_location_on(&location, &[], conf.fs()).map_err(ckpt_err)?;
         let opts = WalOptions {
             durability: Durability::GroupCommit {
                 max_wait: Duration::ZERO,
@@ -116,7 +125,7 @@ impl DriverStore {
             recovery: conf.wal_recovery_mode,
             ..WalOptions::default()
         };
-        let wal = Wal::open_url(&driver_log_url(&location), opts)?;
+        let wal = Wal::open_url_with_fs(&driver_log_url(&location), opts, conf.fs())?;
         let report = wal.recovery_report();
         if !report.is_clean() {
             tracing::warn!(?report, "the driver log was repaired on open");

@@ -81,6 +81,20 @@ pub struct StreamingConf {
     /// tail (default), stop at the first bad frame (point in time, to get a damaged
     /// log running again), or refuse any damage.
     pub wal_recovery_mode: sluice_wal::RecoveryMode,
+    /// The file system of this context's local checkpoint directory, driver log and
+    /// receiver WALs (`None`: the process's default, the real disk): a test runs a job
+    /// on a simulated disk and cuts its power.
+    pub file_system: Option<FileSystemHandle>,
+}
+
+/// A [`sluice_wal::fs::FileSystem`] a context runs on; equal when it is the same one.
+#[derive(Debug, Clone)]
+pub struct FileSystemHandle(pub std::sync::Arc<dyn sluice_wal::fs::FileSystem>);
+
+impl PartialEq for FileSystemHandle {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 /// The default of [`StreamingConf::receiver_max_record_bytes`]: 1 MiB.
@@ -114,7 +128,20 @@ impl StreamingConf {
             down_time: sluice_recovery::plan::DownTime::RunEach,
             receiver_max_record_bytes: DEFAULT_RECEIVER_MAX_RECORD_BYTES,
             wal_recovery_mode: sluice_wal::RecoveryMode::TolerateTornTail,
+            file_system: None,
         }
+    }
+
+    /// Runs this context's local checkpoint directory, driver log and receiver WALs on
+    /// `fs` (a `sluice_wal::fs::SimFs` in a power-loss test).
+    pub fn file_system(mut self, fs: std::sync::Arc<dyn sluice_wal::fs::FileSystem>) -> Self {
+        self.file_system = Some(FileSystemHandle(fs));
+        self
+    }
+
+    /// The file system local durable state goes to (`None`: the process default).
+    pub(crate) fn fs(&self) -> Option<std::sync::Arc<dyn sluice_wal::fs::FileSystem>> {
+        self.file_system.as_ref().map(|f| f.0.clone())
     }
 
     /// Sets the largest record a receiver takes; see

@@ -1164,12 +1164,13 @@ fn open_receiver_wal(
     location: &str,
     key: &str,
     position: usize,
-    recovery: sluice_wal::RecoveryMode,
+    conf: &crate::StreamingConf,
 ) -> Result<sluice_wal::Wal> {
     let opts = sluice_wal::WalOptions {
-        recovery,
+        recovery: conf.wal_recovery_mode,
         ..sluice_wal::WalOptions::default()
     };
+    let fs = conf.fs();
     let named = crate::durable::sibling_location(
         location,
         &format!(
@@ -1178,13 +1179,13 @@ fn open_receiver_wal(
         ),
     );
     let legacy = crate::durable::sibling_location(location, &format!("receiver-wal-{position}"));
-    if !crate::durable::location_holds_records(&named, &opts)?
-        && crate::durable::location_holds_records(&legacy, &opts)?
+    if !crate::durable::location_holds_records(&named, &opts, fs.clone())?
+        && crate::durable::location_holds_records(&legacy, &opts, fs.clone())?
     {
         tracing::info!(receiver = key, wal = %legacy, "using the receiver WAL an earlier build wrote at this receiver's position");
-        return Ok(sluice_wal::Wal::open_url(&legacy, opts)?);
+        return Ok(sluice_wal::Wal::open_url_with_fs(&legacy, opts, fs)?);
     }
-    Ok(sluice_wal::Wal::open_url(&named, opts)?)
+    Ok(sluice_wal::Wal::open_url_with_fs(&named, opts, fs)?)
 }
 
 /// The source position of the newest positioned block the WAL holds.
@@ -1238,12 +1239,7 @@ impl StreamingContext {
                 })?;
             let k = self.inner.receiver_count.fetch_add(1, Ordering::SeqCst);
             let key = self.inner.next_input_key(kind, &identity);
-            Some(open_receiver_wal(
-                location,
-                &key,
-                k,
-                conf.wal_recovery_mode,
-            )?)
+            Some(open_receiver_wal(location, &key, k, conf)?)
         } else {
             None
         };

@@ -1,0 +1,118 @@
+//! Cleanup that never loses a usable checkpoint. Seen before: cleanup skipped a
+//! retained checkpoint it failed to read, so one transient disk or S3 error dropped it
+//! from the live set and garbage collection deleted its snapshots and driver-log
+//! segments, possibly those of the checkpoint just written. Here the read of the oldest
+//! retained checkpoint fails during a cleanup round, and the job stops; then every
+//! newer checkpoint is damaged, so the restart can only use that one: it must succeed,
+//! with the exact state.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sluice::prelude::*;
+use sluice_testkit::eventually;
+use sluice_wal::fs::{Fault, FileSystem, SimFs};
+
+const B: u64 = 20;
+/// Checkpoints every this many batches: the job stops before the next one after the
+/// failed round.
+const EVERY: u64 = 10;
+const RATE: u64 = 500;
+/// How many checkpoints the store keeps (`sluice_checkpoint::DEFAULT_RETAINED`).
+const RETAINED: u64 = sluice_checkpoint::DEFAULT_RETAINED as u64;
+
+/// (newest batch time, its state, first batch time seen).
+type Totals = Arc<Mutex<(u64, BTreeMap<u64, u64>, u64)>>;
+
+fn job(fs: &SimFs, totals: &Totals) -> StreamingContext {
+    let conf = StreamingConf::new("cleanup-faults", Duration::from_millis(B))
+        .parallelism(2)
+        .checkpoint("/ckpt")
+        .checkpoint_interval(Duration::from_millis(EVERY * B))
+        .file_system(Arc::new(fs.clone()));
+    let totals = totals.clone();
+    StreamingContext::get_or_create(conf, move |ssc| {
+        ssc.generator_stream("numbers", RATE, |n| (n % 7, 1u64))?
+            .update_state_by_key("totals", |vs: &[u64], s: Option<&u64>| {
+                Some(s.copied().unwrap_or(0) + vs.iter().sum::<u64>())
+            })?
+            .foreach_batch(move |b| {
+                let mut t = totals.lock().unwrap();
+                if t.2 == 0 || b.batch_id() < t.2 {
+                    t.2 = b.batch_id();
+                }
+                if b.batch_id() >= t.0 {
+                    t.0 = b.batch_id();
+                    t.1 = b.batch.iter().copied().collect();
+                }
+                Ok(())
+            })
+    })
+    .unwrap()
+}
+
+fn checkpoints(fs: &SimFs) -> Vec<String> {
+    let mut v: Vec<String> = fs
+        .list(std::path::Path::new("/ckpt"))
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.starts_with("checkpoint-"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn read_failures_during_cleanup_never_cost_the_checkpoint_a_restart_falls_back_to() {
+    let fs = SimFs::new();
+    let totals: Totals = Arc::default();
+    let ssc = job(&fs, &totals);
+    ssc.start().unwrap();
+    assert!(eventually(30, || checkpoints(&fs).len() as u64 > RETAINED));
+    // A cleanup round reads the `RETAINED` newest checkpoints (retention), then every
+    // retained one, oldest first: fail the first read of that sweep (the oldest).
+    let rounds_before = checkpoints(&fs);
+    fs.inject(Fault::FailOpen {
+        path_contains: "checkpoint-".into(),
+        nth: RETAINED + 1,
+    });
+    assert!(eventually(30, || fs.faults_pending() == 0));
+    // Stop before the next checkpoint (and its cleanup round).
+    ssc.stop(false).unwrap();
+    drop(ssc);
+    let retained = checkpoints(&fs);
+    assert!(retained.len() as u64 >= RETAINED, "{retained:?}");
+    assert_ne!(
+        retained, rounds_before,
+        "a checkpoint was written with the fault armed"
+    );
+
+    // Damage every checkpoint but the oldest: the restart can only use that one.
+    for name in &retained[1..] {
+        let path = std::path::Path::new("/ckpt").join(name);
+        let mut bytes = fs.read_file(&path).unwrap();
+        let n = bytes.len();
+        bytes[n - 3] ^= 0x55;
+        fs.write_file(&path, bytes);
+    }
+
+    let after: Totals = Arc::default();
+    let ssc = job(&fs, &after);
+    ssc.start().unwrap();
+    std::thread::sleep(Duration::from_millis(6 * B));
+    ssc.stop(true).unwrap();
+    let (t, got, _) = after.lock().unwrap().clone();
+    assert!(t > 0, "the restarted job ran");
+    // The generator's offsets up to batch `t`: the job's zero time is one batch before
+    // the first batch the first life ran.
+    let zero = totals.lock().unwrap().2 - B;
+    let mut want: BTreeMap<u64, u64> = BTreeMap::new();
+    for n in 0..(t - zero) * RATE / 1000 {
+        *want.entry(n % 7).or_default() += 1;
+    }
+    assert_eq!(
+        got, want,
+        "the state holds every generator offset up to batch {t} exactly once"
+    );
+}
