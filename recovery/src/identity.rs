@@ -66,6 +66,23 @@ pub fn node_keys(graph: &[NodeInfo]) -> Vec<String> {
     let mut keys: Vec<String> = Vec::with_capacity(graph.len());
     let mut lineage: Vec<String> = Vec::with_capacity(graph.len());
     let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    // What reads each node and has an identity of its own (a window, a stateful
+    // operator), by definition: part of the key of a node without one, so two identical
+    // definitions over the same lineage that feed different windows (the per-batch
+    // reduction inside a window and a plain `reduce_by_key` beside it) are told apart by
+    // what they are for rather than by definition order.
+    let mut consumers: Vec<Vec<String>> = vec![Vec::new(); graph.len()];
+    for n in graph.iter().filter(|n| is_opaque(n) && !is_input(n)) {
+        for p in &n.parents {
+            if let Some(c) = consumers.get_mut(*p) {
+                c.push(definition(n));
+            }
+        }
+    }
+    for c in &mut consumers {
+        c.sort();
+        c.dedup();
+    }
     for (i, n) in graph.iter().enumerate() {
         let parent_lineage = |p: &usize| -> String {
             // A parent after its child cannot happen in a descriptor the engine wrote; a
@@ -84,8 +101,13 @@ pub fn node_keys(graph: &[NodeInfo]) -> Vec<String> {
             let window = n
                 .window_ms
                 .map_or(String::new(), |(w, s)| format!("[{w}ms/{s}ms]"));
+            let read_by = if consumers[i].is_empty() {
+                String::new()
+            } else {
+                format!("{CONSUMERS}({})", consumers[i].join("+"))
+            };
             format!(
-                "{}{window}:{}<-({})",
+                "{}{window}:{}<-({}){read_by}",
                 n.kind,
                 n.type_name,
                 parents.join("+")
@@ -111,6 +133,43 @@ pub fn node_keys(graph: &[NodeInfo]) -> Vec<String> {
         lineage.push(own_lineage);
     }
     keys
+}
+
+/// Separates a key from the windows and stateful operators that read the node.
+pub const CONSUMERS: &str = "=>";
+
+/// A node's own definition, without its lineage: `op:<name>`, or its kind, window and
+/// element type.
+fn definition(n: &NodeInfo) -> String {
+    match &n.name {
+        Some(name) if !is_input(n) => format!("op:{name}"),
+        _ => {
+            let window = n
+                .window_ms
+                .map_or(String::new(), |(w, s)| format!("[{w}ms/{s}ms]"));
+            format!("{}{window}:{}", n.kind, n.type_name)
+        }
+    }
+}
+
+/// Whether a stored node key and a rebuilt one name the same node with other readers:
+/// the same definition and lineage, read by windows or stateful operators of which at
+/// least one is in both. A window added over a node that already fed one keeps that
+/// node's remembered batches.
+pub fn same_node_other_readers(stored: &str, rebuilt: &str) -> bool {
+    let split = |k: &str| -> Option<(String, Vec<String>)> {
+        let (base, rest) = k.split_once(CONSUMERS)?;
+        let rest = rest.split('#').next()?;
+        let inner = rest.strip_prefix('(')?.strip_suffix(')')?;
+        Some((
+            base.to_owned(),
+            inner.split('+').map(str::to_owned).collect(),
+        ))
+    };
+    match (split(stored), split(rebuilt)) {
+        (Some((a, ca)), Some((b, cb))) => a == b && ca.iter().any(|c| cb.contains(c)),
+        _ => false,
+    }
 }
 
 /// The input keys each node reads from, through any path (sorted): what a stateful
@@ -192,6 +251,44 @@ mod tests {
         assert_eq!(kb[0], ka[0]);
         // The map's own key is unchanged too: the filter is transparent.
         assert_eq!(kb[1], ka[2]);
+    }
+
+    /// Found by the restart property test: the per-batch reduction inside a window and a
+    /// plain `reduce_by_key` beside it over the same input were twins numbered in
+    /// definition order, so defining the outputs in another order restored the window's
+    /// remembered batches into the plain one.
+    #[test]
+    fn twins_feeding_a_window_and_an_output_are_told_apart_by_their_readers() {
+        let a = vec![
+            input(0, "h:1"),
+            node(1, "reduce_by_key", &[0]),
+            window(2, 1),
+            node(3, "reduce_by_key", &[0]),
+        ];
+        let b = vec![
+            input(0, "h:1"),
+            node(1, "reduce_by_key", &[0]),
+            node(2, "reduce_by_key", &[0]),
+            window(3, 2),
+        ];
+        let (ka, kb) = (node_keys(&a), node_keys(&b));
+        assert_eq!(ka[1], kb[2], "the window's reduction");
+        assert_eq!(ka[3], kb[1], "the plain reduction");
+        assert_ne!(ka[1], ka[3]);
+        // A second window over the same reduction keeps the first one's memo.
+        let c = vec![
+            input(0, "h:1"),
+            node(1, "reduce_by_key", &[0]),
+            window(2, 1),
+            NodeInfo {
+                window_ms: Some((8000, 500)),
+                ..window(3, 1)
+            },
+        ];
+        let kc = node_keys(&c);
+        assert_ne!(kc[1], ka[1]);
+        assert!(same_node_other_readers(&ka[1], &kc[1]));
+        assert!(!same_node_other_readers(&ka[3], &kc[1]));
     }
 
     #[test]

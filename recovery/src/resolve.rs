@@ -11,7 +11,7 @@
 //! checkpoint is usable is it an error.
 
 use crate::graph::{compare, NodeInfo};
-use crate::identity::{is_input, node_keys};
+use crate::identity::{is_input, node_keys, same_node_other_readers};
 use crate::log::DriverEvent;
 use crate::plan::{plan_restart, DownTime, InputRef, RestartPlan};
 use crate::BatchTime;
@@ -237,9 +237,25 @@ fn resume(
                 .map(|i| (name.clone(), i))
         })
         .collect();
+    // A memo goes to the node with its key or, failing that, to the one node that is the
+    // same definition with other readers (a window added beside the one it fed).
     let memo_targets = memos
         .iter()
-        .filter_map(|k| keys.iter().position(|x| x == k).map(|i| (k.clone(), i)))
+        .filter_map(|k| {
+            let exact = keys.iter().position(|x| x == k);
+            let near = || {
+                let mut m = keys
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, x)| same_node_other_readers(k, x))
+                    .map(|(i, _)| i);
+                match (m.next(), m.next()) {
+                    (Some(i), None) => Some(i),
+                    _ => None,
+                }
+            };
+            exact.or_else(near).map(|i| (k.clone(), i))
+        })
         .collect();
     let position_targets = positions
         .iter()
