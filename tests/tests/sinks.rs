@@ -448,6 +448,130 @@ fn mysql_totals(c: &mut mysql::Conn, table: &str) -> BTreeMap<String, u64> {
         .collect()
 }
 
+/// A batch of 2 345 rows, more than four multi-row statements of 500 and a remainder,
+/// whose keys repeat within a statement (PostgreSQL refuses `ON CONFLICT DO UPDATE`
+/// touching a row twice in one statement: that statement falls back to row by row), and
+/// the totals every word must end with.
+fn big_batch() -> (Batch<(String, u64)>, BTreeMap<String, u64>) {
+    let rows: Vec<(String, u64)> = (0..2_345u64)
+        .map(|i| (format!("w{}", if i % 700 == 3 { 7 } else { i }), i % 5 + 1))
+        .collect();
+    let mut totals = BTreeMap::new();
+    for (w, n) in &rows {
+        *totals.entry(w.clone()).or_insert(0) += n;
+    }
+    (Batch::from_vec(rows), totals)
+}
+
+/// A batch whose element 1 234 (in the third statement of 500) is out of the column's
+/// range: the error names the element and the whole batch rolls back.
+fn bad_element_batch() -> Batch<(String, u64)> {
+    Batch::from_vec(
+        (0..2_000u64)
+            .map(|i| (format!("b{i}"), if i == 1_234 { u64::MAX } else { 1 }))
+            .collect(),
+    )
+}
+
+#[test]
+fn postgres_sink_writes_many_rows_per_statement_with_the_same_result() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut admin = pg_admin();
+    let table = unique();
+    let markers = format!("{table}_batches");
+    let _cleanup = PgTables(vec![table.clone(), markers.clone()]);
+    admin
+        .batch_execute(&format!(
+            "CREATE TABLE {table} (word TEXT PRIMARY KEY, n BIGINT NOT NULL)"
+        ))
+        .unwrap();
+    let sink = PostgresSink::new(pg_url(), "pg-multi")
+        .marker_table(&markers)
+        .statement(format!(
+            "INSERT INTO {table} (word, n) VALUES ($1, $2) \
+             ON CONFLICT (word) DO UPDATE SET n = {table}.n + EXCLUDED.n"
+        ));
+    let (b, totals) = big_batch();
+    assert_eq!(
+        sink.write_rows(&ctx(BatchTime(1_000), &b), row).unwrap(),
+        BatchOutcome::Committed { elements: 2_345 }
+    );
+    let got: BTreeMap<String, u64> = admin
+        .query(&format!("SELECT word, n FROM {table}"), &[])
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1) as u64))
+        .collect();
+    assert_eq!(got, totals);
+    // The replay is skipped.
+    assert_eq!(
+        sink.write_rows(&ctx(BatchTime(1_000), &b), row).unwrap(),
+        BatchOutcome::AlreadyCommitted
+    );
+
+    let err = sink
+        .write_rows(&ctx(BatchTime(2_000), &bad_element_batch()), row)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("element 1234") && err.contains("out of range"),
+        "{err}"
+    );
+    assert!(!sink.is_committed(BatchTime(2_000)).unwrap());
+    let left: i64 = admin
+        .query_one(
+            &format!("SELECT count(*) FROM {table} WHERE word LIKE 'b%'"),
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "nothing of the failed batch is left");
+}
+
+#[test]
+fn mysql_sink_writes_many_rows_per_statement_with_the_same_result() {
+    use mysql::prelude::Queryable;
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut admin = mysql_admin();
+    let table = unique();
+    let markers = format!("{table}_batches");
+    admin
+        .query_drop(format!(
+            "CREATE TABLE {table} (word VARCHAR(64) PRIMARY KEY, n BIGINT NOT NULL) ENGINE=InnoDB"
+        ))
+        .unwrap();
+    let sink = MySqlSink::new(mysql_url(), "my-multi")
+        .marker_table(&markers)
+        .statement(format!(
+            "INSERT INTO {table} (word, n) VALUES (?, ?) ON DUPLICATE KEY UPDATE n = n + VALUES(n)"
+        ));
+    let (b, totals) = big_batch();
+    assert_eq!(
+        sink.write_rows(&ctx(BatchTime(1_000), &b), row).unwrap(),
+        BatchOutcome::Committed { elements: 2_345 }
+    );
+    assert_eq!(mysql_totals(&mut admin, &table), totals);
+    assert_eq!(
+        sink.write_rows(&ctx(BatchTime(1_000), &b), row).unwrap(),
+        BatchOutcome::AlreadyCommitted
+    );
+    // MariaDB in its default strict mode refuses a value out of range; the error names
+    // the element.
+    let err = sink
+        .write_rows(&ctx(BatchTime(2_000), &bad_element_batch()), row)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("element 1234"), "{err}");
+    assert!(!sink.is_committed(BatchTime(2_000)).unwrap());
+    let left: Option<u64> = admin
+        .query_first(format!("SELECT count(*) FROM {table} WHERE word LIKE 'b%'"))
+        .unwrap();
+    assert_eq!(left, Some(0), "nothing of the failed batch is left");
+    admin
+        .query_drop(format!("DROP TABLE IF EXISTS {table}, {markers}"))
+        .unwrap();
+}
+
 #[test]
 fn mysql_sink_commits_each_batch_exactly_once() {
     use mysql::prelude::Queryable;

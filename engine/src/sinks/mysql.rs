@@ -9,7 +9,8 @@ use ::mysql::prelude::Queryable;
 use ::mysql::{Conn, Opts, OptsBuilder, Params, Transaction, TxOpts, Value};
 
 use super::sql::{
-    batch_id_i64, check_sql_settings, retention_cutoff, SqlValue, DEFAULT_MARKER_TABLE,
+    batch_id_i64, check_sql_settings, retention_cutoff, write_rows_in, MultiRow, Placeholders,
+    RowWriter, SqlValue, DEFAULT_MARKER_TABLE, DEFAULT_ROWS_PER_STATEMENT, SAVEPOINT,
 };
 use super::{error_chain, redact, BatchOutcome, BoxError, SinkName};
 use crate::{BatchContext, BatchTime, DStream, Data, Result};
@@ -42,6 +43,7 @@ pub struct MySqlSink {
     marker_table: String,
     marker_retention: Option<Duration>,
     connect_timeout: Duration,
+    rows_per_statement: usize,
     conn: Mutex<Option<Conn>>,
 }
 
@@ -54,6 +56,7 @@ impl fmt::Debug for MySqlSink {
             .field("marker_table", &self.marker_table)
             .field("marker_retention", &self.marker_retention)
             .field("connect_timeout", &self.connect_timeout)
+            .field("rows_per_statement", &self.rows_per_statement)
             .finish_non_exhaustive()
     }
 }
@@ -68,6 +71,7 @@ impl Clone for MySqlSink {
             marker_table: self.marker_table.clone(),
             marker_retention: self.marker_retention,
             connect_timeout: self.connect_timeout,
+            rows_per_statement: self.rows_per_statement,
             conn: Mutex::new(None),
         }
     }
@@ -88,14 +92,28 @@ impl MySqlSink {
             marker_table: DEFAULT_MARKER_TABLE.to_owned(),
             marker_retention: None,
             connect_timeout: Duration::from_secs(10),
+            rows_per_statement: DEFAULT_ROWS_PER_STATEMENT,
             conn: Mutex::new(None),
         }
     }
 
-    /// The statement run once per element, with the row mapper's values for the `?`
-    /// placeholders: an `INSERT`, or an upsert (`… ON DUPLICATE KEY UPDATE …`).
+    /// The statement for one element, with the row mapper's values for the `?`
+    /// placeholders: an `INSERT`, or an upsert (`… ON DUPLICATE KEY UPDATE …`). A
+    /// single-row `INSERT … VALUES (?, …) …` whose placeholders are all in its first
+    /// `VALUES` tuple is sent for many rows at once (see
+    /// [`MySqlSink::rows_per_statement`]); any other statement runs once per element.
     pub fn statement(mut self, sql: impl Into<String>) -> Self {
         self.statement = Some(sql.into());
+        self
+    }
+
+    /// How many rows one `INSERT` carries (default 500; at most 65 535 parameters, and
+    /// the statement must fit the server's `max_allowed_packet`): the `VALUES` tuple of
+    /// the statement is repeated, inside the batch's transaction. A multi-row statement
+    /// that fails is rolled back to a savepoint and its rows run one by one, so an error
+    /// names the element. `1` sends one statement per row.
+    pub fn rows_per_statement(mut self, rows: usize) -> Self {
+        self.rows_per_statement = rows.max(1);
         self
     }
 
@@ -238,17 +256,25 @@ impl MySqlSink {
             return Ok(BatchOutcome::Empty);
         }
         let sql = self.statement.as_deref().unwrap_or_default();
+        let multi =
+            MultiRow::parse(sql, Placeholders::Question).filter(|_| self.rows_per_statement > 1);
         self.write_with(c, |tx, c| {
-            let stmt = tx
+            let single = tx
                 .prep(sql)
                 .map_err(|e| format!("preparing {sql:?}: {}", error_chain(&e)))?;
-            for (i, x) in c.batch.iter().enumerate() {
-                let values = row(x);
-                let params = Params::Positional(values.iter().map(to_value).collect());
-                tx.exec_drop(&stmt, params)
-                    .map_err(|e| format!("element {i} ({values:?}): {}", error_chain(&e)))?;
-            }
-            Ok(())
+            let items: Vec<&T> = c.batch.iter().collect();
+            let mut w = MySqlRows {
+                tx,
+                single,
+                multi: None,
+            };
+            write_rows_in(
+                &mut w,
+                multi.as_ref(),
+                self.rows_per_statement,
+                &items,
+                &row,
+            )
         })
     }
 
@@ -301,6 +327,52 @@ impl MySqlSink {
                 elements: c.batch.len() as u64,
             })
         })
+    }
+}
+
+/// The batch's transaction as [`write_rows_in`] uses it: the single-row statement and
+/// the multi-row one last prepared (by row count).
+struct MySqlRows<'a, 'b> {
+    tx: &'a mut Transaction<'b>,
+    single: ::mysql::Statement,
+    multi: Option<(usize, ::mysql::Statement)>,
+}
+
+impl RowWriter for MySqlRows<'_, '_> {
+    fn multi(&mut self, m: &MultiRow, rows: &[Vec<SqlValue>]) -> Result<(), BoxError> {
+        let stmt = match &self.multi {
+            Some((n, s)) if *n == rows.len() => s.clone(),
+            _ => {
+                let s = self.tx.prep(m.statement(rows.len()))?;
+                self.multi = Some((rows.len(), s.clone()));
+                s
+            }
+        };
+        let params = Params::Positional(rows.iter().flatten().map(to_value).collect());
+        Ok(self.tx.exec_drop(&stmt, params)?)
+    }
+
+    fn single(&mut self, row: &[SqlValue]) -> Result<(), BoxError> {
+        let params = Params::Positional(row.iter().map(to_value).collect());
+        self.tx
+            .exec_drop(&self.single, params)
+            .map_err(|e| error_chain(&e).into())
+    }
+
+    fn savepoint(&mut self) -> Result<(), BoxError> {
+        Ok(self.tx.query_drop(format!("SAVEPOINT {SAVEPOINT}"))?)
+    }
+
+    fn release(&mut self) -> Result<(), BoxError> {
+        Ok(self
+            .tx
+            .query_drop(format!("RELEASE SAVEPOINT {SAVEPOINT}"))?)
+    }
+
+    fn rollback_to(&mut self) -> Result<(), BoxError> {
+        Ok(self
+            .tx
+            .query_drop(format!("ROLLBACK TO SAVEPOINT {SAVEPOINT}"))?)
     }
 }
 

@@ -11,7 +11,8 @@ use ::postgres::{Client, Config, NoTls, Transaction};
 use bytes::{BufMut, BytesMut};
 
 use super::sql::{
-    batch_id_i64, check_sql_settings, retention_cutoff, SqlValue, DEFAULT_MARKER_TABLE,
+    batch_id_i64, check_sql_settings, retention_cutoff, write_rows_in, MultiRow, Placeholders,
+    RowWriter, SqlValue, DEFAULT_MARKER_TABLE, DEFAULT_ROWS_PER_STATEMENT, SAVEPOINT,
 };
 use super::{error_chain, redact, BatchOutcome, BoxError, SinkName};
 use crate::{BatchContext, BatchTime, DStream, Data, Result};
@@ -40,6 +41,7 @@ pub struct PostgresSink {
     marker_table: String,
     marker_retention: Option<Duration>,
     connect_timeout: Duration,
+    rows_per_statement: usize,
     client: Mutex<Option<Client>>,
 }
 
@@ -52,6 +54,7 @@ impl fmt::Debug for PostgresSink {
             .field("marker_table", &self.marker_table)
             .field("marker_retention", &self.marker_retention)
             .field("connect_timeout", &self.connect_timeout)
+            .field("rows_per_statement", &self.rows_per_statement)
             .finish_non_exhaustive()
     }
 }
@@ -66,6 +69,7 @@ impl Clone for PostgresSink {
             marker_table: self.marker_table.clone(),
             marker_retention: self.marker_retention,
             connect_timeout: self.connect_timeout,
+            rows_per_statement: self.rows_per_statement,
             client: Mutex::new(None),
         }
     }
@@ -85,14 +89,29 @@ impl PostgresSink {
             marker_table: DEFAULT_MARKER_TABLE.to_owned(),
             marker_retention: None,
             connect_timeout: Duration::from_secs(10),
+            rows_per_statement: DEFAULT_ROWS_PER_STATEMENT,
             client: Mutex::new(None),
         }
     }
 
-    /// The statement run once per element, with the row mapper's values as `$1`, `$2`,
-    /// …: an `INSERT`, or an upsert (`INSERT … ON CONFLICT … DO UPDATE`).
+    /// The statement for one element, with the row mapper's values as `$1`, `$2`, …: an
+    /// `INSERT`, or an upsert (`INSERT … ON CONFLICT … DO UPDATE`). A single-row
+    /// `INSERT … VALUES ($1, …) …` whose placeholders are all in its `VALUES` tuple is
+    /// sent for many rows at once (see [`PostgresSink::rows_per_statement`]); any other
+    /// statement runs once per element.
     pub fn statement(mut self, sql: impl Into<String>) -> Self {
         self.statement = Some(sql.into());
+        self
+    }
+
+    /// How many rows one `INSERT` carries (default 500; at most 65 535 parameters):
+    /// the `VALUES` tuple of the statement is repeated, inside the batch's transaction.
+    /// A multi-row statement the server refuses (`ON CONFLICT DO UPDATE` meeting one
+    /// key twice in it) is rolled back to a savepoint and its rows run one by one, so
+    /// the result is the same as one statement per row. `1` sends one statement per
+    /// row. Statement-level triggers fire once per statement.
+    pub fn rows_per_statement(mut self, rows: usize) -> Self {
+        self.rows_per_statement = rows.max(1);
         self
     }
 
@@ -244,18 +263,25 @@ impl PostgresSink {
             return Ok(BatchOutcome::Empty);
         }
         let sql = self.statement.as_deref().unwrap_or_default();
+        let multi =
+            MultiRow::parse(sql, Placeholders::Dollar).filter(|_| self.rows_per_statement > 1);
         self.write_with(c, |tx, c| {
-            let stmt = tx
+            let single = tx
                 .prepare(sql)
                 .map_err(|e| format!("preparing {sql:?}: {}", error_chain(&e)))?;
-            for (i, x) in c.batch.iter().enumerate() {
-                let values = row(x);
-                let params: Vec<&(dyn ToSql + Sync)> =
-                    values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
-                tx.execute(&stmt, &params)
-                    .map_err(|e| format!("element {i} ({values:?}): {}", error_chain(&e)))?;
-            }
-            Ok(())
+            let items: Vec<&T> = c.batch.iter().collect();
+            let mut w = PgRows {
+                tx,
+                single,
+                multi: None,
+            };
+            write_rows_in(
+                &mut w,
+                multi.as_ref(),
+                self.rows_per_statement,
+                &items,
+                &row,
+            )
         })
     }
 
@@ -350,6 +376,57 @@ impl<T: Data> DStream<T> {
     ) -> Result<()> {
         sink.validate(false)?;
         self.foreach_batch(move |c| sink.write_with(c, &f).map(drop))
+    }
+}
+
+/// The batch's transaction as [`write_rows_in`] uses it: the single-row statement and
+/// the multi-row one last prepared (by row count).
+struct PgRows<'a, 'b> {
+    tx: &'a mut Transaction<'b>,
+    single: ::postgres::Statement,
+    multi: Option<(usize, ::postgres::Statement)>,
+}
+
+fn params(values: &[SqlValue]) -> Vec<&(dyn ToSql + Sync)> {
+    values.iter().map(|v| v as &(dyn ToSql + Sync)).collect()
+}
+
+impl RowWriter for PgRows<'_, '_> {
+    fn multi(&mut self, m: &MultiRow, rows: &[Vec<SqlValue>]) -> Result<(), BoxError> {
+        let stmt = match &self.multi {
+            Some((n, s)) if *n == rows.len() => s.clone(),
+            _ => {
+                let s = self.tx.prepare(&m.statement(rows.len()))?;
+                self.multi = Some((rows.len(), s.clone()));
+                s
+            }
+        };
+        let flat: Vec<SqlValue> = rows.concat();
+        self.tx.execute(&stmt, &params(&flat))?;
+        Ok(())
+    }
+
+    fn single(&mut self, row: &[SqlValue]) -> Result<(), BoxError> {
+        self.tx
+            .execute(&self.single, &params(row))
+            .map(drop)
+            .map_err(|e| error_chain(&e).into())
+    }
+
+    fn savepoint(&mut self) -> Result<(), BoxError> {
+        Ok(self.tx.batch_execute(&format!("SAVEPOINT {SAVEPOINT}"))?)
+    }
+
+    fn release(&mut self) -> Result<(), BoxError> {
+        Ok(self
+            .tx
+            .batch_execute(&format!("RELEASE SAVEPOINT {SAVEPOINT}"))?)
+    }
+
+    fn rollback_to(&mut self) -> Result<(), BoxError> {
+        Ok(self
+            .tx
+            .batch_execute(&format!("ROLLBACK TO SAVEPOINT {SAVEPOINT}"))?)
     }
 }
 
