@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench_restart;
+mod bench_sql;
 mod bench_wal;
 mod bench_wordcount;
 pub mod demo;
@@ -129,6 +130,27 @@ enum BenchWhat {
         #[arg(long)]
         json: bool,
     },
+    /// One batch of N rows through the exactly-once PostgreSQL and MySQL/MariaDB sinks:
+    /// one statement per row beside many rows per statement, each a fresh table and one
+    /// transaction. URLs default to SLUICE_TEST_POSTGRES_URL / SLUICE_TEST_MYSQL_URL
+    /// (`eval "$(scripts/dev-servers.sh env)"`).
+    Sql {
+        /// PostgreSQL URL.
+        #[arg(long)]
+        postgres: Option<String>,
+        /// MySQL / MariaDB URL.
+        #[arg(long)]
+        mysql: Option<String>,
+        /// Rows in the batch.
+        #[arg(long, default_value_t = 100_000)]
+        rows: u64,
+        /// Runs of each measurement.
+        #[arg(long, default_value_t = 2)]
+        runs: u32,
+        /// Print JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// The write-ahead log beside the raw disk it runs on: sequential write MB/s and
     /// fdatasync/s, then group-commit throughput (100 B, 1 KiB, 64 KiB records; 1, 4,
     /// 16 writers), per-append fsync latency and read-back scan speed.
@@ -202,6 +224,22 @@ where
         Command::Bench {
             what: BenchWhat::Wal { dir, quick, json },
         } => bench_wal::run(dir, quick, json),
+        Command::Bench {
+            what:
+                BenchWhat::Sql {
+                    postgres,
+                    mysql,
+                    rows,
+                    runs,
+                    json,
+                },
+        } => bench_sql::run(bench_sql::SqlBenchOptions {
+            postgres,
+            mysql,
+            rows,
+            runs,
+            json,
+        }),
         Command::Bench {
             what:
                 BenchWhat::Restart {

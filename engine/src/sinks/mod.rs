@@ -121,7 +121,7 @@ pub use self::postgres::PostgresSink;
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisSink, RedisWrite};
 #[cfg(any(feature = "postgres", feature = "mysql"))]
-pub use self::sql::{SqlValue, DEFAULT_MARKER_TABLE};
+pub use self::sql::{SqlValue, DEFAULT_MARKER_TABLE, DEFAULT_ROWS_PER_STATEMENT};
 
 /// An error a user's write closure may return: any error converts with `?`.
 pub type BoxError = Box<dyn StdError + Send + Sync>;
@@ -193,7 +193,7 @@ pub(crate) fn error_chain(e: &dyn StdError) -> String {
 
 /// A connection URL fit for messages and logs: the password replaced by `***`
 /// (URL form `scheme://user:pass@host` and key-value form `password=…`).
-pub(crate) fn redact(url: &str) -> String {
+pub fn redact(url: &str) -> String {
     if let Some(scheme_end) = url.find("://") {
         let rest = &url[scheme_end + 3..];
         let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
