@@ -161,6 +161,63 @@ impl CheckpointData {
     }
 }
 
+/// A 128-bit digest of a state value's bytes (SipHash-1-3, zero keys): a changed value
+/// is missed only on a 128-bit collision.
+fn digest(v: &[u8]) -> u128 {
+    use std::hash::Hasher;
+    let mut h = siphasher::sip128::SipHasher13::new_with_keys(0, 0);
+    h.write(v);
+    siphasher::sip128::Hasher128::finish128(&h).as_u128()
+}
+
+/// Writes one operator's state at `id`: an incremental snapshot on top of `base` (the
+/// keys whose value changed or that are new, and the keys removed) when there is a base
+/// and it has fewer deltas than the store's compaction threshold, else a full one.
+/// Returns the manifest and the base for the next checkpoint.
+fn write_snapshot(
+    snaps: &StateSnapshots,
+    id: CheckpointId,
+    entries: Vec<(Vec<u8>, Vec<u8>)>,
+    base: Option<super::SnapshotBase>,
+) -> Result<(
+    sluice_checkpoint::snapshot::SnapshotManifest,
+    super::SnapshotBase,
+)> {
+    let digests: Vec<u128> = entries.iter().map(|(_, v)| digest(v)).collect();
+    let manifest = match base {
+        Some(b) if !snaps.needs_compaction(&b.manifest) => {
+            let mut still_there = 0usize;
+            let changed = entries.iter().zip(&digests).filter(|((k, _), d)| {
+                let old = b.digests.get(k);
+                still_there += usize::from(old.is_some());
+                old != Some(d)
+            });
+            let changed: Vec<(&Vec<u8>, &Vec<u8>)> = changed.map(|((k, v), _)| (k, v)).collect();
+            let removed: Vec<&Vec<u8>> = if still_there == b.digests.len() {
+                Vec::new()
+            } else {
+                let now: std::collections::HashSet<&[u8]> =
+                    entries.iter().map(|(k, _)| k.as_slice()).collect();
+                b.digests
+                    .keys()
+                    .filter(|k| !now.contains(k.as_slice()))
+                    .collect()
+            };
+            snaps
+                .write_incremental(id, &b.manifest, changed, removed)
+                .map_err(ckpt_err)?
+        }
+        _ => snaps
+            .write_full(id, entries.iter().map(|(k, v)| (k, v)))
+            .map_err(ckpt_err)?,
+    };
+    let base = super::SnapshotBase {
+        manifest: manifest.clone(),
+        digests: entries.into_iter().map(|(k, _)| k).zip(digests).collect(),
+    };
+    Ok((manifest, base))
+}
+
 /// The keys of the inputs of `graph`, in input order.
 pub(crate) fn input_keys(graph: &[NodeInfo]) -> Vec<String> {
     graph
@@ -190,6 +247,15 @@ impl DriverStore {
         let log_lsn = self.log.inner().durable_lsn();
         let mut states = Vec::new();
         let mut memos = Vec::new();
+        // The bases taken out are put back, renewed, only once this checkpoint is
+        // published: after a failure the next snapshot of each operator is full.
+        let mut bases = std::mem::take(
+            &mut *self
+                .snapshot_bases
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        let mut new_bases = Vec::new();
         for (n, key) in nodes.iter().zip(&keys) {
             if let Some(entries) = n.state_entries(t, env) {
                 let name = n.info().name.clone().unwrap_or_default();
@@ -198,7 +264,8 @@ impl DriverStore {
                     StateSnapshots::new(self.store.clone(), &prefix, SnapshotOptions::default())
                         .map_err(ckpt_err)?;
                 // Rule: the snapshot is durable before the checkpoint that names it.
-                let manifest = snaps.write_full(id, entries?).map_err(ckpt_err)?;
+                let (manifest, base) = write_snapshot(&snaps, id, entries?, bases.remove(&prefix))?;
+                new_bases.push((prefix.clone(), base));
                 crate::failpoints::point("mid-checkpoint");
                 states.push(StateRef {
                     name,
@@ -230,6 +297,10 @@ impl DriverStore {
         self.store
             .put_checkpoint(id, &crate::runtime::graph::encode(&data)?)
             .map_err(ckpt_err)?;
+        self.snapshot_bases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(new_bases);
         // The checkpoint is durable: a failed cleanup deletes less, never fails the job.
         if let Err(e) = self.cleanup(nodes, inputs) {
             tracing::warn!(error = %e, "cleanup stopped; nothing more is deleted until the next checkpoint");

@@ -36,6 +36,16 @@ pub(crate) struct DriverStore {
     pub(crate) plan: Mutex<Option<Resume>>,
     /// Whether the log already holds a `Started` record.
     pub(crate) started_logged: Mutex<bool>,
+    /// Per state snapshot prefix, the last snapshot written and a digest of each of its
+    /// entries: what the next checkpoint writes an incremental snapshot against.
+    pub(crate) snapshot_bases: Mutex<std::collections::HashMap<String, SnapshotBase>>,
+}
+
+/// The last state snapshot of one operator this driver wrote, as the base of the next.
+pub(crate) struct SnapshotBase {
+    pub(crate) manifest: sluice_checkpoint::snapshot::SnapshotManifest,
+    /// Key bytes to a 128-bit digest of the value bytes (SipHash-1-3, zero keys).
+    pub(crate) digests: std::collections::HashMap<Vec<u8>, u128>,
 }
 
 impl std::fmt::Debug for DriverStore {
@@ -143,6 +153,7 @@ impl DriverStore {
             every_ms,
             plan: Mutex::new(None),
             started_logged: Mutex::new(false),
+            snapshot_bases: Mutex::default(),
         }))
     }
 
