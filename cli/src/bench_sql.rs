@@ -59,7 +59,10 @@ pub fn run(o: SqlBenchOptions) -> Result<(), String> {
         time: BatchTime(1),
         batch: &batch,
     };
-    let modes = [("one row per statement", 1usize), ("many rows per statement", 500)];
+    let modes = [
+        ("one row per statement", 1usize),
+        ("many rows per statement", 500),
+    ];
     if let Some(url) = &pg {
         let mut admin = postgres::Client::connect(url, postgres::NoTls)
             .map_err(|e| format!("PostgreSQL at {}: {e}", sluice::sinks::redact(url)))?;

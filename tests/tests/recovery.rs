@@ -208,14 +208,21 @@ fn a_missing_snapshot_chunk_of_the_newest_checkpoint_falls_back_to_an_older_one(
         .to_string_lossy()
         .trim_start_matches("checkpoint-")
         .to_owned();
-    let chunk = std::fs::read_dir(dir.path())
+    // A file of the newest checkpoint's own snapshot layer: a chunk, or the manifest of
+    // an incremental snapshot small enough to be held in it.
+    let mut own: Vec<std::path::PathBuf> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().path())
-        .find(|p| {
+        .filter(|p| {
             let n = p.file_name().unwrap().to_string_lossy().into_owned();
-            n.starts_with("state-") && n.contains(&id) && !n.ends_with(".manifest")
+            n.starts_with("state-") && n.contains(&id)
         })
-        .expect("a snapshot chunk of the newest checkpoint");
+        .collect();
+    own.sort_by_key(|p| p.to_string_lossy().ends_with(".manifest"));
+    let chunk = own
+        .first()
+        .expect("a snapshot file of the newest checkpoint")
+        .clone();
     std::fs::remove_file(&chunk).unwrap();
 
     let report = sluice_tests::sluice(["inspect", &dir.path().display().to_string()])

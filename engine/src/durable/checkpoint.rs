@@ -228,18 +228,78 @@ pub(crate) fn input_keys(graph: &[NodeInfo]) -> Vec<String> {
         .collect()
 }
 
+/// What a checkpoint of batch `t` holds, taken from the running job on the scheduler
+/// thread (state entries encoded, memos, input positions); written afterwards.
+struct Captured {
+    t: BatchTime,
+    app_name: String,
+    batch_ms: u64,
+    zero: BatchTime,
+    graph: Vec<NodeInfo>,
+    /// `(operator name, encoded entries)` of each stateful operator.
+    states: Vec<(String, Vec<(Vec<u8>, Vec<u8>)>)>,
+    memos: Vec<(String, Vec<u8>)>,
+    inputs: Vec<(String, Vec<u8>)>,
+    log_lsn: Lsn,
+}
+
 impl DriverStore {
-    /// Writes the checkpoint of batch `t` (after it completed): state snapshots first,
-    /// then the metadata checkpoint naming them, then cleanup of what nothing references.
+    /// Checkpoints batch `t` (after it completed). The job's state at `t` is taken
+    /// now, on the scheduler thread; it is written on a checkpoint thread while the next
+    /// batches run: state snapshots first, then the metadata checkpoint naming them,
+    /// then cleanup of what nothing references. One checkpoint is written at a time:
+    /// this waits for the previous one, and its error fails this batch.
     pub(crate) fn checkpoint(
-        &self,
+        self: &Arc<Self>,
         t: BatchTime,
         env: &ExecutionEnv,
         app_name: &str,
         nodes: &[Arc<dyn AnyNode>],
         inputs: &[Arc<dyn Input>],
     ) -> Result<()> {
-        let id = CheckpointId(t.0);
+        self.finish_checkpoint()?;
+        let captured = self.capture(t, env, app_name, nodes, inputs)?;
+        if !self.async_checkpoints {
+            return self.write_captured(captured, inputs);
+        }
+        let me = self.clone();
+        let inputs = inputs.to_vec();
+        let handle = std::thread::Builder::new()
+            .name("sluice-checkpoint".into())
+            .spawn(move || me.write_captured(captured, &inputs))
+            .map_err(|e| EngineError::Io {
+                what: "starting the checkpoint thread".into(),
+                source: e,
+            })?;
+        *self.in_flight.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+        Ok(())
+    }
+
+    /// Waits for the checkpoint being written, if any; its error, if it failed.
+    pub(crate) fn finish_checkpoint(&self) -> Result<()> {
+        let handle = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        match handle.map(std::thread::JoinHandle::join) {
+            None | Some(Ok(Ok(()))) => Ok(()),
+            Some(Ok(Err(e))) => Err(e),
+            Some(Err(_)) => Err(EngineError::User(
+                "the checkpoint thread panicked; see the log".into(),
+            )),
+        }
+    }
+
+    /// Takes the job's state at `t`: what [`DriverStore::write_captured`] writes.
+    fn capture(
+        &self,
+        t: BatchTime,
+        env: &ExecutionEnv,
+        app_name: &str,
+        nodes: &[Arc<dyn AnyNode>],
+        inputs: &[Arc<dyn Input>],
+    ) -> Result<Captured> {
         let graph: Vec<NodeInfo> = nodes.iter().map(|n| n.info().clone()).collect();
         let keys = node_keys(&graph);
         // Rule: only driver-log records known durable are counted as before this
@@ -247,6 +307,36 @@ impl DriverStore {
         let log_lsn = self.log.inner().durable_lsn();
         let mut states = Vec::new();
         let mut memos = Vec::new();
+        for (n, key) in nodes.iter().zip(&keys) {
+            if let Some(entries) = n.state_entries(t, env) {
+                states.push((n.info().name.clone().unwrap_or_default(), entries?));
+            } else if n.remembers_past(env.batch) {
+                memos.push((key.clone(), n.encode_memo(t)?));
+            }
+        }
+        let inputs = input_keys(&graph)
+            .into_iter()
+            .zip(inputs)
+            .filter_map(|(k, i)| Some((k, i.position()?)))
+            .collect();
+        Ok(Captured {
+            t,
+            app_name: app_name.to_owned(),
+            batch_ms: env.batch.as_millis() as u64,
+            zero: env.zero,
+            graph,
+            states,
+            memos,
+            inputs,
+            log_lsn,
+        })
+    }
+
+    /// Writes a captured checkpoint: state snapshots, then the metadata checkpoint, then
+    /// cleanup.
+    fn write_captured(&self, c: Captured, inputs: &[Arc<dyn Input>]) -> Result<()> {
+        let id = CheckpointId(c.t.0);
+        let mut states = Vec::new();
         // The bases taken out are put back, renewed, only once this checkpoint is
         // published: after a failure the next snapshot of each operator is full.
         let mut bases = std::mem::take(
@@ -256,41 +346,32 @@ impl DriverStore {
                 .unwrap_or_else(|e| e.into_inner()),
         );
         let mut new_bases = Vec::new();
-        for (n, key) in nodes.iter().zip(&keys) {
-            if let Some(entries) = n.state_entries(t, env) {
-                let name = n.info().name.clone().unwrap_or_default();
-                let prefix = snapshot_operator_name(&name);
-                let snaps =
-                    StateSnapshots::new(self.store.clone(), &prefix, SnapshotOptions::default())
-                        .map_err(ckpt_err)?;
-                // Rule: the snapshot is durable before the checkpoint that names it.
-                let (manifest, base) = write_snapshot(&snaps, id, entries?, bases.remove(&prefix))?;
-                new_bases.push((prefix.clone(), base));
-                crate::failpoints::point("mid-checkpoint");
-                states.push(StateRef {
-                    name,
-                    snapshots: prefix,
-                    reference: manifest.reference(),
-                });
-            } else if n.remembers_past(env.batch) {
-                memos.push((key.clone(), n.encode_memo(t)?));
-            }
+        for (name, entries) in c.states {
+            let prefix = snapshot_operator_name(&name);
+            let snaps =
+                StateSnapshots::new(self.store.clone(), &prefix, SnapshotOptions::default())
+                    .map_err(ckpt_err)?;
+            // Rule: the snapshot is durable before the checkpoint that names it.
+            let (manifest, base) = write_snapshot(&snaps, id, entries, bases.remove(&prefix))?;
+            new_bases.push((prefix.clone(), base));
+            crate::failpoints::point("mid-checkpoint");
+            states.push(StateRef {
+                name,
+                snapshots: prefix,
+                reference: manifest.reference(),
+            });
         }
         let data = CheckpointData {
             version: CHECKPOINT_VERSION,
-            app_name: app_name.to_owned(),
-            batch_ms: env.batch.as_millis() as u64,
-            zero: env.zero,
-            time: t,
-            inputs: input_keys(&graph)
-                .into_iter()
-                .zip(inputs)
-                .filter_map(|(k, i)| Some((k, i.position()?)))
-                .collect(),
-            graph,
+            app_name: c.app_name,
+            batch_ms: c.batch_ms,
+            zero: c.zero,
+            time: c.t,
+            inputs: c.inputs,
+            graph: c.graph,
             states,
-            memos,
-            log_lsn,
+            memos: c.memos,
+            log_lsn: c.log_lsn,
         };
         // Rule: the metadata checkpoint is published atomically (the store writes temp,
         // fsyncs, renames, fsyncs the directory, or puts a new object conditionally).
@@ -302,7 +383,7 @@ impl DriverStore {
             .unwrap_or_else(|e| e.into_inner())
             .extend(new_bases);
         // The checkpoint is durable: a failed cleanup deletes less, never fails the job.
-        if let Err(e) = self.cleanup(nodes, inputs) {
+        if let Err(e) = self.cleanup(&data.graph, inputs) {
             tracing::warn!(error = %e, "cleanup stopped; nothing more is deleted until the next checkpoint");
         }
         Ok(())
@@ -313,12 +394,11 @@ impl DriverStore {
     /// a newer checkpoint is durable. Rule: if any retained checkpoint cannot be read
     /// whole, this round deletes nothing more (what it references is unknown, and may be
     /// all a restart has).
-    fn cleanup(&self, nodes: &[Arc<dyn AnyNode>], inputs: &[Arc<dyn Input>]) -> Result<()> {
+    fn cleanup(&self, graph: &[NodeInfo], inputs: &[Arc<dyn Input>]) -> Result<()> {
         self.store
             .retain_newest(sluice_checkpoint::DEFAULT_RETAINED)
             .map_err(ckpt_err)?;
         crate::failpoints::point("mid-cleanup");
-        let graph: Vec<NodeInfo> = nodes.iter().map(|n| n.info().clone()).collect();
         let mut live: Vec<StateRef> = Vec::new();
         let mut oldest: Option<CheckpointData> = None;
         for id in self.store.list_checkpoints().map_err(ckpt_err)? {
@@ -329,7 +409,7 @@ impl DriverStore {
                     what: format!("cleanup: reading retained checkpoint {}", id.0),
                     source: std::io::Error::other(e.to_string()),
                 })?;
-            let d = CheckpointData::decode(&c.payload, Some(&graph))?;
+            let d = CheckpointData::decode(&c.payload, Some(graph))?;
             if oldest.as_ref().is_none_or(|o| d.log_lsn < o.log_lsn) {
                 live.extend(d.states.iter().cloned());
                 oldest = Some(d);
@@ -356,7 +436,7 @@ impl DriverStore {
         self.log.inner().delete_before(oldest.log_lsn)?;
         // Inputs drop what no retained checkpoint can need (receiver WAL segments
         // before the oldest retained checkpoint's position), found by key.
-        for (key, input) in input_keys(&graph).iter().zip(inputs) {
+        for (key, input) in input_keys(graph).iter().zip(inputs) {
             if let Some((_, pos)) = oldest.inputs.iter().find(|(k, _)| k == key) {
                 input.release_before(pos)?;
             }

@@ -39,6 +39,10 @@ pub(crate) struct DriverStore {
     /// Per state snapshot prefix, the last snapshot written and a digest of each of its
     /// entries: what the next checkpoint writes an incremental snapshot against.
     pub(crate) snapshot_bases: Mutex<std::collections::HashMap<String, SnapshotBase>>,
+    /// Whether checkpoints are written on a thread of their own (`async_checkpoints`).
+    pub(crate) async_checkpoints: bool,
+    /// The checkpoint being written, if any.
+    pub(crate) in_flight: Mutex<Option<std::thread::JoinHandle<Result<()>>>>,
 }
 
 /// The last state snapshot of one operator this driver wrote, as the base of the next.
@@ -154,6 +158,8 @@ impl DriverStore {
             plan: Mutex::new(None),
             started_logged: Mutex::new(false),
             snapshot_bases: Mutex::default(),
+            async_checkpoints: conf.async_checkpoints,
+            in_flight: Mutex::new(None),
         }))
     }
 

@@ -30,6 +30,7 @@ use crate::{EngineError, Result};
 /// | `SLUICE_RECEIVER_MAX_BUFFERED` | `receiver_max_buffered` (bytes, 0 = no bound) | `64MiB`, `16000000` |
 /// | `SLUICE_RECEIVER_MAX_RECORD_BYTES` | `receiver_max_record_bytes` | `1MiB` |
 /// | `SLUICE_WAL_RECOVERY_MODE` | `wal_recovery_mode` | `tolerate-torn-tail`, `point-in-time`, `absolute-consistency` |
+/// | `SLUICE_ASYNC_CHECKPOINTS` | `async_checkpoints` | `true` (default), `false` |
 #[derive(Debug, Clone, PartialEq)]
 pub struct StreamingConf {
     /// A name for logs and the listener.
@@ -81,6 +82,10 @@ pub struct StreamingConf {
     /// tail (default), stop at the first bad frame (point in time, to get a damaged
     /// log running again), or refuse any damage.
     pub wal_recovery_mode: sluice_wal::RecoveryMode,
+    /// Whether checkpoints are written on a thread of their own while the next batches
+    /// run (default), rather than on the scheduler thread between two batches. The state
+    /// is taken on the scheduler thread either way; one checkpoint is written at a time.
+    pub async_checkpoints: bool,
     /// The file system of this context's local checkpoint directory, driver log and
     /// receiver WALs (`None`: the process's default, the real disk): a test runs a job
     /// on a simulated disk and cuts its power.
@@ -128,6 +133,7 @@ impl StreamingConf {
             down_time: sluice_recovery::plan::DownTime::RunEach,
             receiver_max_record_bytes: DEFAULT_RECEIVER_MAX_RECORD_BYTES,
             wal_recovery_mode: sluice_wal::RecoveryMode::TolerateTornTail,
+            async_checkpoints: true,
             file_system: None,
         }
     }
@@ -148,6 +154,12 @@ impl StreamingConf {
     /// [`StreamingConf::receiver_max_record_bytes`].
     pub fn receiver_max_record_bytes(mut self, bytes: u64) -> Self {
         self.receiver_max_record_bytes = bytes;
+        self
+    }
+
+    /// Sets whether checkpoints are written on a thread of their own (default `true`).
+    pub fn async_checkpoints(mut self, on: bool) -> Self {
+        self.async_checkpoints = on;
         self
     }
 
@@ -263,6 +275,9 @@ impl StreamingConf {
                 "SLUICE_BACKPRESSURE" => self.backpressure = parse_bool(&v).map_err(bad)?,
                 "SLUICE_DROP_INCOMPATIBLE_STATE" => {
                     self.drop_incompatible_state = parse_bool(&v).map_err(bad)?
+                }
+                "SLUICE_ASYNC_CHECKPOINTS" => {
+                    self.async_checkpoints = parse_bool(&v).map_err(bad)?
                 }
                 "SLUICE_RECEIVER_MAX_RECORD_BYTES" => {
                     self.receiver_max_record_bytes = parse_bytes(&v).map_err(bad)?

@@ -13,6 +13,16 @@ use crate::runtime::io::{Input, Output};
 use crate::{BatchTime, EngineError, Result};
 
 pub(crate) fn run_scheduler(inner: &Arc<CtxInner>, env: &ExecutionEnv) -> Result<()> {
+    let res = run_batches(inner, env);
+    // A checkpoint still being written is finished (or has failed) before the
+    // scheduler ends: a stopped context has written what it started.
+    let flushed = inner
+        .driver_store()
+        .map_or(Ok(()), |d| d.finish_checkpoint());
+    res.and(flushed)
+}
+
+fn run_batches(inner: &Arc<CtxInner>, env: &ExecutionEnv) -> Result<()> {
     let (inputs, outputs, nodes) = {
         let st = inner.state();
         (
@@ -27,7 +37,7 @@ pub(crate) fn run_scheduler(inner: &Arc<CtxInner>, env: &ExecutionEnv) -> Result
         inputs: &inputs,
         outputs: &outputs,
         nodes: &nodes,
-        store: durable.as_deref(),
+        store: durable.as_ref(),
         app_name: &inner.conf.app_name,
         input_keys: crate::durable::input_keys(
             &nodes.iter().map(|n| n.info().clone()).collect::<Vec<_>>(),
@@ -116,7 +126,7 @@ struct BatchRunner<'a> {
     inputs: &'a [Arc<dyn Input>],
     outputs: &'a [Arc<dyn Output>],
     nodes: &'a [Arc<dyn AnyNode>],
-    store: Option<&'a crate::durable::DriverStore>,
+    store: Option<&'a Arc<crate::durable::DriverStore>>,
     app_name: &'a str,
     /// The inputs' stable keys, in input order.
     input_keys: Vec<String>,
