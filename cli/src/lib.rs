@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench_checkpoint;
 mod bench_restart;
 mod bench_sql;
 mod bench_wal;
@@ -130,6 +131,27 @@ enum BenchWhat {
         #[arg(long)]
         json: bool,
     },
+    /// A stateful job with N keys, a share of them changing each batch, checkpointed
+    /// every batch: scheduling delay, snapshot bytes (full, then incremental), restore
+    /// and restart-to-first-batch time, with checkpoints written on their own thread
+    /// and then on the scheduler thread.
+    Checkpoint {
+        /// Keys of state.
+        #[arg(long, default_value_t = 1_000_000)]
+        keys: u64,
+        /// Percent of the keys changing per batch.
+        #[arg(long, default_value_t = 1.0)]
+        change_pct: f64,
+        /// Batch interval in ms.
+        #[arg(long, default_value_t = 1000)]
+        batch_ms: u64,
+        /// Batches to run before the restart.
+        #[arg(long, default_value_t = 10)]
+        batches: u64,
+        /// Print JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// One batch of N rows through the exactly-once PostgreSQL and MySQL/MariaDB sinks:
     /// one statement per row beside many rows per statement, each a fresh table and one
     /// transaction. URLs default to SLUICE_TEST_POSTGRES_URL / SLUICE_TEST_MYSQL_URL
@@ -224,6 +246,22 @@ where
         Command::Bench {
             what: BenchWhat::Wal { dir, quick, json },
         } => bench_wal::run(dir, quick, json),
+        Command::Bench {
+            what:
+                BenchWhat::Checkpoint {
+                    keys,
+                    change_pct,
+                    batch_ms,
+                    batches,
+                    json,
+                },
+        } => bench_checkpoint::run(bench_checkpoint::CheckpointBenchOptions {
+            keys,
+            change_pct,
+            batch_ms,
+            batches,
+            json,
+        }),
         Command::Bench {
             what:
                 BenchWhat::Sql {
