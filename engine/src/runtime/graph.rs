@@ -43,6 +43,8 @@ pub(crate) type ComputeFn<T> =
 pub(crate) struct KvCodec<T> {
     pub(crate) split: fn(&T) -> Result<(Vec<u8>, Vec<u8>)>,
     pub(crate) join: fn(&[u8], &[u8]) -> Result<T>,
+    /// The partition of `n` an element's key is shuffled to (as `shuffle` does).
+    pub(crate) partition: fn(&T, usize) -> usize,
 }
 
 fn codec_err(e: impl std::fmt::Display) -> crate::EngineError {
@@ -76,10 +78,13 @@ pub(crate) fn decode_prefix<X: serde::de::DeserializeOwned>(b: &[u8]) -> Result<
 }
 
 /// The codec of keyed state `(K, S)`.
-pub(crate) fn pair_codec<K: crate::Data, S: crate::Data>() -> KvCodec<(K, S)> {
+pub(crate) fn pair_codec<K: crate::Data + std::hash::Hash, S: crate::Data>() -> KvCodec<(K, S)> {
     KvCodec {
         split: |(k, s)| Ok((encode(k)?, encode(s)?)),
         join: |k, s| Ok((decode(k)?, decode(s)?)),
+        partition: |(k, _), n| {
+            (sluice_recovery::identity::stable_hash(k) % n.max(1) as u64) as usize
+        },
     }
 }
 
@@ -234,18 +239,31 @@ impl<T: crate::Data> AnyNode for Node<T> {
         &self,
         t: BatchTime,
         entries: Vec<(Vec<u8>, Vec<u8>)>,
-        _env: &ExecutionEnv,
+        env: &ExecutionEnv,
     ) -> Result<()> {
         let kv = self.kv.get().ok_or_else(|| {
             crate::EngineError::User(format!("node {} keeps no state to restore", self.info.id))
         })?;
-        // One partition: the operator re-shuffles its previous state by key when the
-        // partition count differs from the parallelism (see `pair::previous_state`).
-        let mut all = Vec::with_capacity(entries.len());
-        for (k, v) in &entries {
-            all.push((kv.join)(k, v)?);
+        // Decoded in parallel, straight into the partitions the operator's keys shuffle
+        // to, so its first batch does not shuffle (and clone) the restored state again.
+        let n = env.parallelism.max(1);
+        let chunks: Vec<&[(Vec<u8>, Vec<u8>)]> = entries
+            .chunks(entries.len().div_ceil(n * 4).max(1))
+            .collect();
+        let decoded = env.par_map(&chunks, |chunk| -> Result<Vec<Vec<T>>> {
+            let mut parts: Vec<Vec<T>> = (0..n).map(|_| Vec::new()).collect();
+            for (k, v) in chunk.iter() {
+                let x = (kv.join)(k, v)?;
+                parts[(kv.partition)(&x, n)].push(x);
+            }
+            Ok(parts)
+        });
+        let mut parts: Vec<Vec<T>> = (0..n).map(|_| Vec::new()).collect();
+        for d in decoded {
+            for (all, p) in parts.iter_mut().zip(d?) {
+                all.extend(p);
+            }
         }
-        let parts = vec![all];
         self.memo().insert(t, Batch::from_partitions(parts));
         Ok(())
     }
