@@ -12,7 +12,7 @@ use sluice::prelude::*;
 
 /// One hour: no batch falls due in real time; the graceful stop runs the queued ones.
 const B: u64 = 3_600_000;
-const KEYS: u64 = 20_000;
+const KEYS: u64 = 200_000;
 
 /// Batch 0 sets every key; each later batch touches 1% of them (`+1`), and batch 3
 /// also removes 100 keys (a value of 0 removes a key).

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use sluice_checkpoint::snapshot::{SnapshotOptions, SnapshotRef, StateSnapshots};
+use sluice_checkpoint::snapshot::{SnapshotRef, StateSnapshots};
 use sluice_checkpoint::CheckpointId;
 use sluice_recovery::graph::NodeInfo;
 use sluice_recovery::identity::{is_input, node_keys};
@@ -349,7 +349,7 @@ impl DriverStore {
         for (name, entries) in c.states {
             let prefix = snapshot_operator_name(&name);
             let snaps =
-                StateSnapshots::new(self.store.clone(), &prefix, SnapshotOptions::default())
+                StateSnapshots::new(self.store.clone(), &prefix, crate::durable::snapshot_options())
                     .map_err(ckpt_err)?;
             // Rule: the snapshot is durable before the checkpoint that names it.
             let (manifest, base) = write_snapshot(&snaps, id, entries, bases.remove(&prefix))?;
@@ -426,7 +426,7 @@ impl DriverStore {
                 .filter(|s| &s.snapshots == prefix)
                 .map(|s| s.reference)
                 .collect();
-            StateSnapshots::new(self.store.clone(), prefix, SnapshotOptions::default())
+            StateSnapshots::new(self.store.clone(), prefix, crate::durable::snapshot_options())
                 .and_then(|s| s.gc(&refs))
                 .map_err(ckpt_err)?;
         }

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use serde::Serialize;
-use sluice_checkpoint::snapshot::{SnapshotOptions, StateSnapshots};
+use sluice_checkpoint::snapshot::StateSnapshots;
 use sluice_checkpoint::CheckpointStore;
 use sluice_recovery::graph::NodeInfo;
 use sluice_recovery::log::DriverEvent;
@@ -184,7 +184,7 @@ fn check_state(
         keys: None,
         problem: None,
     };
-    let res = StateSnapshots::new(store.clone(), &state.snapshots, SnapshotOptions::default())
+    let res = StateSnapshots::new(store.clone(), &state.snapshots, crate::durable::snapshot_options())
         .and_then(|s| {
             let m = s.read_manifest(r)?;
             row.layers = m.layers.len();

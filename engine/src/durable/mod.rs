@@ -45,6 +45,17 @@ pub(crate) struct DriverStore {
     pub(crate) in_flight: Mutex<Option<std::thread::JoinHandle<Result<()>>>>,
 }
 
+/// How the engine writes state snapshots: the store's defaults, except that only a
+/// delta of at most 16 KiB is held inside its manifest. An inline delta is carried by
+/// every later manifest of its chain, so a large inline threshold would make each
+/// incremental checkpoint rewrite all earlier deltas (1%, 2%, 3%… of the state).
+pub(crate) fn snapshot_options() -> sluice_checkpoint::snapshot::SnapshotOptions {
+    sluice_checkpoint::snapshot::SnapshotOptions {
+        inline_delta_bytes: 16 << 10,
+        ..sluice_checkpoint::snapshot::SnapshotOptions::default()
+    }
+}
+
 /// The last state snapshot of one operator this driver wrote, as the base of the next.
 pub(crate) struct SnapshotBase {
     pub(crate) manifest: sluice_checkpoint::snapshot::SnapshotManifest,

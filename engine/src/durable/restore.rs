@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use sluice_checkpoint::snapshot::{SnapshotOptions, StateSnapshots};
+use sluice_checkpoint::snapshot::StateSnapshots;
 use sluice_checkpoint::{CheckpointError, CheckpointStore};
 use sluice_recovery::graph::NodeInfo;
 use sluice_recovery::log::DriverEvent;
@@ -280,7 +280,7 @@ fn read_states(
                     path: format!("checkpoint of batch {}", d.time.0),
                     hint: format!("it names no snapshot of operator {name:?}"),
                 })?;
-        let snaps = StateSnapshots::new(store.clone(), &s.snapshots, SnapshotOptions::default())?;
+        let snaps = StateSnapshots::new(store.clone(), &s.snapshots, crate::durable::snapshot_options())?;
         let manifest = snaps.read_manifest(s.reference)?;
         out.push(snaps.restore(&manifest)?.into_iter().collect());
     }
