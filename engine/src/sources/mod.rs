@@ -8,6 +8,8 @@
 //! implements `Input` (pull) or [`Receiver`](crate::Receiver) (push).
 
 pub mod files;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub(crate) mod lines;
 pub(crate) mod queue;
 pub(crate) mod rate;
