@@ -57,6 +57,20 @@ enum Command {
         /// Stop gracefully after no new input for this many seconds.
         #[arg(long)]
         exit_when_idle: Option<f64>,
+        /// Count the words of the values (UTF-8 text) of this Kafka topic, read with
+        /// the direct source (offsets in the checkpoint); needs --kafka-brokers.
+        #[arg(long)]
+        kafka_topic: Option<String>,
+        /// The Kafka brokers, HOST:PORT[,HOST:PORT…].
+        #[arg(long)]
+        kafka_brokers: Option<String>,
+        /// Write every word a batch updated to this topic, exactly once, in one Kafka
+        /// transaction per batch: key = the word, value = its new total.
+        #[arg(long)]
+        kafka_output_topic: Option<String>,
+        /// At most this many records per Kafka partition per second of batch.
+        #[arg(long)]
+        kafka_max_rate_per_partition: Option<u64>,
     },
     /// Restart a driver when it dies (non-zero exit or a signal), with backoff; forward
     /// SIGTERM/SIGINT for a graceful stop; exit with the driver's status.
@@ -184,6 +198,10 @@ where
             quiet,
             input_dir,
             exit_when_idle,
+            kafka_topic,
+            kafka_brokers,
+            kafka_output_topic,
+            kafka_max_rate_per_partition,
         } => demo::run(demo::DemoOptions {
             checkpoint,
             output,
@@ -193,6 +211,10 @@ where
             quiet,
             input_dir,
             exit_when_idle: exit_when_idle.map(std::time::Duration::from_secs_f64),
+            kafka_topic,
+            kafka_brokers,
+            kafka_output_topic,
+            kafka_max_rate: kafka_max_rate_per_partition,
         })
         .map_err(|e| e.to_string()),
         Command::Supervise(args) => return args.status("sluice supervise"),
