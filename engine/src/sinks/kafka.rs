@@ -40,6 +40,55 @@ use super::{check_sink_id, BatchOutcome, SinkName};
 use crate::sources::kafka::retry_transient;
 use crate::{BatchContext, BatchTime, DStream, Data, Result};
 
+/// A record key for [`DStream::save_to_kafka`]: bytes or text, or no key at all
+/// (`None`, `()`), in which case librdkafka spreads the records over the partitions.
+pub trait KafkaKey {
+    /// The key's bytes; `None` for a record without a key.
+    fn key_bytes(&self) -> Option<&[u8]>;
+}
+
+impl KafkaKey for () {
+    fn key_bytes(&self) -> Option<&[u8]> {
+        None
+    }
+}
+
+impl KafkaKey for str {
+    fn key_bytes(&self) -> Option<&[u8]> {
+        Some(self.as_bytes())
+    }
+}
+
+impl KafkaKey for String {
+    fn key_bytes(&self) -> Option<&[u8]> {
+        Some(self.as_bytes())
+    }
+}
+
+impl KafkaKey for [u8] {
+    fn key_bytes(&self) -> Option<&[u8]> {
+        Some(self)
+    }
+}
+
+impl KafkaKey for Vec<u8> {
+    fn key_bytes(&self) -> Option<&[u8]> {
+        Some(self)
+    }
+}
+
+impl<K: KafkaKey + ?Sized> KafkaKey for &K {
+    fn key_bytes(&self) -> Option<&[u8]> {
+        (**self).key_bytes()
+    }
+}
+
+impl<K: KafkaKey> KafkaKey for Option<K> {
+    fn key_bytes(&self) -> Option<&[u8]> {
+        self.as_ref().and_then(KafkaKey::key_bytes)
+    }
+}
+
 /// The Kafka sink's settings and its transactional producer (see
 /// [`crate::sinks::kafka`]).
 pub struct KafkaSink {
@@ -231,7 +280,7 @@ impl KafkaSink {
         f: impl Fn(&T) -> (K, V),
     ) -> Result<BatchOutcome>
     where
-        K: AsRef<[u8]>,
+        K: KafkaKey,
         V: AsRef<[u8]>,
     {
         if c.batch.is_empty() {
@@ -280,14 +329,15 @@ impl KafkaSink {
         f: &impl Fn(&T) -> (K, V),
     ) -> Result<()>
     where
-        K: AsRef<[u8]>,
+        K: KafkaKey,
         V: AsRef<[u8]>,
     {
         for x in c.batch.iter() {
             let (k, v) = f(x);
-            let mut rec = BaseRecord::to(&self.topic)
-                .key(k.as_ref())
-                .payload(v.as_ref());
+            let mut rec = BaseRecord::<[u8], [u8]>::to(&self.topic).payload(v.as_ref());
+            if let Some(k) = k.key_bytes() {
+                rec = rec.key(k);
+            }
             loop {
                 match p.send(rec) {
                     Ok(()) => break,
@@ -311,7 +361,7 @@ impl KafkaSink {
 
 impl<T: Data> DStream<T> {
     /// Writes every batch to Kafka exactly once: `f` maps each element to its
-    /// `(key, value)`; each batch is one transaction that also records its batch id
+    /// `(key, value)` (a key is text or bytes, or `None`/`()` for none: [`KafkaKey`]); each batch is one transaction that also records its batch id
     /// (see [`crate::sinks::kafka`] for the guarantee and its limits).
     pub fn save_to_kafka<K, V>(
         &self,
@@ -319,7 +369,7 @@ impl<T: Data> DStream<T> {
         f: impl Fn(&T) -> (K, V) + Send + Sync + 'static,
     ) -> Result<()>
     where
-        K: AsRef<[u8]>,
+        K: KafkaKey,
         V: AsRef<[u8]>,
     {
         sink.validate()?;
