@@ -665,10 +665,8 @@ impl KafkaInput {
         let mut out = Vec::with_capacity(r.count().min(1 << 20) as usize);
         let mut last_progress = Instant::now();
         let mut backoff_logged = false;
-        loop {
-            let pos = reader
-                .consumer
-                .position()
+        let position = |c: &BaseConsumer| {
+            c.position()
                 .ok()
                 .and_then(
                     |l| match l.find_partition(&r.topic, r.partition)?.offset() {
@@ -676,11 +674,24 @@ impl KafkaInput {
                         _ => None,
                     },
                 )
-                .unwrap_or(r.from_offset);
-            if pos >= r.until_offset {
-                break;
-            }
-            match reader.consumer.poll(Duration::from_millis(100)) {
+                .unwrap_or(r.from_offset)
+        };
+        let mut pos = r.from_offset;
+        loop {
+            // What the client has fetched already comes without waiting; only when its
+            // queue is empty is the position asked (it moves past transaction markers
+            // and aborted records too), and then the broker waited for.
+            let polled = match reader.consumer.poll(Duration::ZERO) {
+                Some(m) => Some(m),
+                None => {
+                    pos = position(&reader.consumer);
+                    if pos >= r.until_offset {
+                        break;
+                    }
+                    reader.consumer.poll(Duration::from_millis(100))
+                }
+            };
+            match polled {
                 None => {}
                 Some(Ok(m)) => {
                     last_progress = Instant::now();
@@ -710,6 +721,9 @@ impl KafkaInput {
                             })
                             .unwrap_or_default(),
                     });
+                    if o + 1 >= r.until_offset {
+                        break;
+                    }
                     continue;
                 }
                 Some(Err(e)) => {
@@ -949,5 +963,60 @@ impl StreamingContext {
             lost: AtomicU64::new(0),
         });
         self.input_stream("kafka", identity, alloc, input)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_input_name_comes_from_the_topics_or_the_assignment_not_the_brokers() {
+        let a = KafkaSource::new("h1:9092").topics(["a", "b"]);
+        let b = KafkaSource::new("h2:9092,h3:9092").topics(["a", "b"]);
+        assert_eq!(a.identity(), "a,b");
+        assert_eq!(a.identity(), b.identity());
+        let c = KafkaSource::new("h:1").assign([("a", 0), ("a", 2)]);
+        assert_eq!(c.identity(), "a:0,a:2");
+        assert_eq!(c.name("orders").identity(), "orders");
+    }
+
+    #[test]
+    fn settings_are_checked_before_the_job_starts() {
+        let err = |s: KafkaSource| s.validate().unwrap_err().to_string();
+        assert!(err(KafkaSource::new("h:1")).contains("name at least one topic"));
+        assert!(err(KafkaSource::new(" ").topics(["t"])).contains("brokers"));
+        assert!(err(KafkaSource::new("h:1").assign([("t", -1)])).contains("negative"));
+        assert!(err(KafkaSource::new("h:1")
+            .topics(["t"])
+            .max_rate_per_partition(0))
+        .contains("max_rate_per_partition"));
+        let e = err(KafkaSource::new("h:1")
+            .topics(["t"])
+            .set("isolation.level", "read_uncommitted"));
+        assert!(
+            e.contains("isolation.level") && e.contains("set by the source"),
+            "{e}"
+        );
+        assert!(KafkaSource::new("h:1")
+            .topics(["t"])
+            .set("fetch.max.bytes", "1000")
+            .validate()
+            .is_ok());
+    }
+
+    #[test]
+    fn ranges_read_as_topic_partition_and_half_open_interval() {
+        let r = OffsetRange {
+            topic: "t".into(),
+            partition: 2,
+            from_offset: 5,
+            until_offset: 9,
+        };
+        assert_eq!(r.to_string(), "t-2 [5, 9)");
+        assert_eq!(r.count(), 4);
+        let plan = crate::runtime::graph::encode(&vec![r.clone()]).unwrap();
+        let back: Vec<OffsetRange> = crate::runtime::graph::decode(&plan).unwrap();
+        assert_eq!(back, vec![r]);
     }
 }
