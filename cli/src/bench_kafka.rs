@@ -13,9 +13,10 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use sluice::prelude::*;
+use sluice::sinks::kafka::send_waiting;
 use sluice::sinks::KafkaSink;
 use sluice::KafkaSource;
 
@@ -83,7 +84,11 @@ pub(crate) fn etl_record(seed: u64, i: u64, malformed_ppm: u64) -> String {
         ),
         format!("/p/{}", f % 1_000_000),
         STATUS[(g % 10) as usize].to_owned(),
-        if h % 10 < 7 { String::new() } else { "/home".into() },
+        if h % 10 < 7 {
+            String::new()
+        } else {
+            "/home".into()
+        },
     ];
     match bad {
         Some(1) => {
@@ -140,8 +145,7 @@ fn recreate(brokers: &str, topic: &str) -> Result<(), String> {
     let a = admin(brokers)?;
     let opts = AdminOptions::new().operation_timeout(Some(TIMEOUT));
     if topic_records(brokers, topic)?.is_some() {
-        futures::executor::block_on(a.delete_topics(&[topic], &opts))
-            .map_err(|e| e.to_string())?;
+        futures::executor::block_on(a.delete_topics(&[topic], &opts)).map_err(|e| e.to_string())?;
         // Deletion completes in the background: wait until the name is free.
         let deadline = Instant::now() + TIMEOUT;
         while topic_records(brokers, topic)?.is_some() && Instant::now() < deadline {
@@ -184,19 +188,10 @@ fn fill(brokers: &str, topic: &str, n: u64, gen: impl Fn(u64) -> String) -> Resu
         .map_err(|e| e.to_string())?;
     for i in 0..n {
         let v = gen(i);
-        let mut rec = BaseRecord::<(), String>::to(topic)
+        let rec = BaseRecord::<(), String>::to(topic)
             .partition((i % 3) as i32)
             .payload(&v);
-        loop {
-            match p.send(rec) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    rec = r;
-                    p.poll(Duration::from_millis(5));
-                }
-                Err((e, _)) => return Err(format!("filling {topic}: {e}")),
-            }
-        }
+        send_waiting(&p, rec).map_err(|e| format!("filling {topic}: {e}"))?;
     }
     p.flush(Duration::from_secs(600))
         .map_err(|e| format!("filling {topic}: {e}"))?;
@@ -293,19 +288,25 @@ fn timed(
 }
 
 /// The options of `sluice bench kafka`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct KafkaBenchOptions {
     /// The brokers, HOST:PORT.
+    #[arg(long)]
     pub brokers: String,
-    /// Records of the count's topic.
+    /// Records of the count's input topic.
+    #[arg(long, default_value_t = 10_000_000)]
     pub records: u64,
     /// Records of the ETL's input topic.
+    #[arg(long, default_value_t = 3_000_000)]
     pub etl_records: u64,
     /// Batch interval in ms.
+    #[arg(long, default_value_t = 1000)]
     pub batch_ms: u64,
     /// Runs of each job.
+    #[arg(long, default_value_t = 2)]
     pub runs: u32,
-    /// A cap per partition per second (default none, as Spark's default).
+    /// Cap per partition per second (default none, as Spark's default).
+    #[arg(long)]
     pub max_rate_per_partition: Option<u64>,
 }
 

@@ -147,26 +147,7 @@ enum BenchWhat {
     /// The Kafka direct source's read throughput (a count over a 3-partition topic of
     /// 100-byte records) and topic-to-topic exactly-once ETL throughput, on the inputs
     /// of bench/spark (filled first unless already there); one JSON line per run.
-    Kafka {
-        /// The brokers, HOST:PORT.
-        #[arg(long)]
-        brokers: String,
-        /// Records of the count's input topic.
-        #[arg(long, default_value_t = 10_000_000)]
-        records: u64,
-        /// Records of the ETL's input topic.
-        #[arg(long, default_value_t = 3_000_000)]
-        etl_records: u64,
-        /// Batch interval in ms.
-        #[arg(long, default_value_t = 1000)]
-        batch_ms: u64,
-        /// Runs of each job.
-        #[arg(long, default_value_t = 2)]
-        runs: u32,
-        /// Cap per partition per second (default none, as Spark's default).
-        #[arg(long)]
-        max_rate_per_partition: Option<u64>,
-    },
+    Kafka(bench_kafka::KafkaBenchOptions),
     /// The write-ahead log beside the raw disk it runs on: sequential write MB/s and
     /// fdatasync/s, then group-commit throughput (100 B, 1 KiB, 64 KiB records; 1, 4,
     /// 16 writers), per-append fsync latency and read-back scan speed.
@@ -249,23 +230,8 @@ where
             what: BenchWhat::Wal { dir, quick, json },
         } => bench_wal::run(dir, quick, json),
         Command::Bench {
-            what:
-                BenchWhat::Kafka {
-                    brokers,
-                    records,
-                    etl_records,
-                    batch_ms,
-                    runs,
-                    max_rate_per_partition,
-                },
-        } => bench_kafka::run(&bench_kafka::KafkaBenchOptions {
-            brokers,
-            records,
-            etl_records,
-            batch_ms,
-            runs,
-            max_rate_per_partition,
-        }),
+            what: BenchWhat::Kafka(o),
+        } => bench_kafka::run(&o),
         Command::Bench {
             what:
                 BenchWhat::Restart {

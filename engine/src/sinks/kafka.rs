@@ -33,6 +33,7 @@ use std::time::Duration;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::ToBytes;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -338,24 +339,34 @@ impl KafkaSink {
             if let Some(k) = k.key_bytes() {
                 rec = rec.key(k);
             }
-            loop {
-                match p.send(rec) {
-                    Ok(()) => break,
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                        rec = r;
-                        p.poll(Duration::from_millis(10));
-                    }
-                    Err((e, _)) => {
-                        return Err(self.name.error(
-                            Some(c.time),
-                            format!("cannot send a record to topic {:?}", self.topic),
-                            &e,
-                        ))
-                    }
-                }
-            }
+            send_waiting(p, rec).map_err(|e| {
+                self.name.error(
+                    Some(c.time),
+                    format!("cannot send a record to topic {:?}", self.topic),
+                    &e,
+                )
+            })?;
         }
         Ok(())
+    }
+}
+
+/// Sends `rec` with `p`, waiting (serving delivery reports) while the producer's queue
+/// is full.
+pub fn send_waiting<K, P>(p: &BaseProducer, mut rec: BaseRecord<'_, K, P>) -> Result<(), KafkaError>
+where
+    K: ToBytes + ?Sized,
+    P: ToBytes + ?Sized,
+{
+    loop {
+        match p.send(rec) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                rec = r;
+                p.poll(Duration::from_millis(10));
+            }
+            Err((e, _)) => return Err(e),
+        }
     }
 }
 
