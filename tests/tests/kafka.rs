@@ -2,6 +2,7 @@
 //! test kit starts (Apache Kafka in KRaft mode): logged offset ranges replayed exactly
 //! after a SIGKILL at each crash point with the output read back `read_committed`; a
 //! partition added while running; retention under both policies; a zombie sink fenced;
+//! completed offsets mirrored to a consumer group;
 //! unknown topics and unreachable brokers.
 
 use std::collections::BTreeMap;
@@ -275,6 +276,45 @@ fn a_partition_added_while_running_is_read_from_its_start() {
         .map(|r| (r.partition, r.offset))
         .collect();
     assert_eq!(new, (0..10).map(|o| (1, o)).collect::<Vec<_>>());
+}
+
+#[test]
+fn completed_offsets_are_mirrored_to_a_consumer_group_for_lag_tools() {
+    let _one = CONTEXT.lock().unwrap_or_else(|e| e.into_inner());
+    let t = topic("group", 2);
+    produce(&t, 0, &values(7, "a"));
+    produce(&t, 1, &values(4, "b"));
+    let group = format!("{t}-lag");
+    let (ssc, seen) = collecting(
+        KafkaSource::new(brokers())
+            .topics([t.clone()])
+            .commit_to_group(group.clone()),
+        None,
+    );
+    ssc.start().unwrap();
+    wait_for(&seen, 11);
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", &group)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(&t, 0);
+    tpl.add_partition(&t, 1);
+    // The commit follows the batch's completion: wait for it (never a timed assertion).
+    let deadline = Instant::now() + TIMEOUT;
+    let committed = loop {
+        let got = c.committed_offsets(tpl.clone(), TIMEOUT).unwrap();
+        let offsets: Vec<Offset> = (0..2)
+            .map(|p| got.find_partition(&t, p).unwrap().offset())
+            .collect();
+        if offsets == [Offset::Offset(7), Offset::Offset(4)] || Instant::now() > deadline {
+            break offsets;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    ssc.stop(true).unwrap();
+    assert_eq!(committed, [Offset::Offset(7), Offset::Offset(4)]);
 }
 
 /// Produces 10 records to a one-partition topic and deletes the first 5.
