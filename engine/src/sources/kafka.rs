@@ -644,24 +644,34 @@ impl KafkaInput {
         Ok(r)
     }
 
+    /// The reader of `r`'s partition, positioned at `r`'s start (its client starts
+    /// fetching from there at once).
+    fn seek(&self, t: BatchTime, r: &OffsetRange) -> Result<Arc<Mutex<Reader>>> {
+        let reader = self.reader(&(r.topic.clone(), r.partition))?;
+        {
+            let mut g = reader.lock().unwrap_or_else(|e| e.into_inner());
+            if g.next != Some(r.from_offset) {
+                let fail = |e: KafkaError| {
+                    self.error(format!("batch {}: reading {r}: {}", t.0, kafka_err(&e)))
+                };
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition_offset(&r.topic, r.partition, Offset::Offset(r.from_offset))
+                    .map_err(fail)?;
+                g.consumer.assign(&tpl).map_err(fail)?;
+                g.next = Some(r.from_offset);
+            }
+        }
+        Ok(reader)
+    }
+
     /// Every committed record of `r`.
     fn read_range(&self, t: BatchTime, r: &OffsetRange) -> Result<Vec<KafkaRecord>> {
         if r.until_offset <= r.from_offset {
             return Ok(Vec::new());
         }
-        let reader = self.reader(&(r.topic.clone(), r.partition))?;
+        let reader = self.seek(t, r)?;
         let mut reader = reader.lock().unwrap_or_else(|e| e.into_inner());
         let what = || format!("batch {}: reading {r}", t.0);
-        if reader.next != Some(r.from_offset) {
-            let mut tpl = TopicPartitionList::new();
-            tpl.add_partition_offset(&r.topic, r.partition, Offset::Offset(r.from_offset))
-                .map_err(|e| self.error(format!("{}: {}", what(), kafka_err(&e))))?;
-            reader
-                .consumer
-                .assign(&tpl)
-                .map_err(|e| self.error(format!("{}: {}", what(), kafka_err(&e))))?;
-            reader.next = Some(r.from_offset);
-        }
         let mut out = Vec::with_capacity(r.count().min(1 << 20) as usize);
         let mut last_progress = Instant::now();
         let mut backoff_logged = false;
@@ -764,6 +774,10 @@ impl KafkaInput {
 
     /// Reads the ranges of batch `t` (one partition each) and records them as its plan.
     fn take(&self, t: BatchTime, ranges: Vec<OffsetRange>, env: &ExecutionEnv) -> Result<u64> {
+        // Every partition's client starts fetching now, also those the pool reads later.
+        for r in ranges.iter().filter(|r| r.until_offset > r.from_offset) {
+            self.seek(t, r)?;
+        }
         let parts: Vec<Result<Vec<KafkaRecord>>> = env.par_map(&ranges, |r| self.read_range(t, r));
         let mut data = Vec::with_capacity(parts.len());
         for p in parts {
