@@ -29,7 +29,7 @@ fn now_ms() -> u64 {
 }
 
 /// Peak resident memory of this process (VmHWM), in MB.
-fn peak_rss_mb() -> f64 {
+pub(crate) fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {

@@ -28,6 +28,15 @@ pub struct DemoOptions {
     pub input_dir: Option<PathBuf>,
     /// Stop gracefully once no new input arrived for this long.
     pub exit_when_idle: Option<Duration>,
+    /// Count the words of the values of this Kafka topic (with `kafka_brokers`).
+    pub kafka_topic: Option<String>,
+    /// The Kafka brokers (`host:port[,…]`) of `kafka_topic` and `kafka_output_topic`.
+    pub kafka_brokers: Option<String>,
+    /// Write every word a batch updated, with its new total, to this Kafka topic,
+    /// exactly once (key = the word, value = the total as decimal text).
+    pub kafka_output_topic: Option<String>,
+    /// At most this many records per Kafka partition per second.
+    pub kafka_max_rate: Option<u64>,
 }
 
 impl Default for DemoOptions {
@@ -41,6 +50,10 @@ impl Default for DemoOptions {
             quiet: false,
             input_dir: None,
             exit_when_idle: None,
+            kafka_topic: None,
+            kafka_brokers: None,
+            kafka_output_topic: None,
+            kafka_max_rate: None,
         }
     }
 }
@@ -60,8 +73,56 @@ pub fn demo_line(n: u64) -> String {
         .join(" ")
 }
 
+/// The words of a Kafka record's value; a value that is not UTF-8 text fails the batch
+/// with an error naming the record (its topic, partition and offset).
+fn kafka_text(r: &sluice::KafkaRecord) -> Result<String> {
+    let v = r.value.as_deref().unwrap_or_default();
+    match std::str::from_utf8(v) {
+        Ok(s) => Ok(s.to_owned()),
+        Err(e) => Err(sluice::EngineError::Malformed {
+            source_name: format!(
+                "kafka record {}-{} at offset {}",
+                r.topic, r.partition, r.offset
+            ),
+            reason: format!(
+                "the value is not UTF-8 text ({e}); the demo counts the words of UTF-8 text values"
+            ),
+        }),
+    }
+}
+
+/// The demo's input: the Kafka topic, the input directory or the generator.
+fn demo_lines(ssc: &StreamingContext, o: &DemoOptions) -> Result<DStream<String>> {
+    match (&o.kafka_topic, &o.kafka_brokers, &o.input_dir) {
+        (Some(topic), Some(brokers), None) => {
+            let mut source = sluice::KafkaSource::new(brokers.clone()).topics([topic]);
+            if let Some(r) = o.kafka_max_rate {
+                source = source.max_rate_per_partition(r);
+            }
+            ssc.kafka_direct_stream(source)?
+                .transform(|b, _| b.iter().map(kafka_text).collect())
+        }
+        (None, _, Some(dir)) => ssc.text_file_stream(dir.clone()),
+        (None, _, None) => ssc.generator_stream("demo-lines", o.rate, demo_line),
+        (Some(_), None, _) => Err(sluice::EngineError::Config {
+            setting: "--kafka-topic".into(),
+            reason: "needs --kafka-brokers HOST:PORT".into(),
+        }),
+        (Some(_), Some(_), Some(_)) => Err(sluice::EngineError::Config {
+            setting: "--kafka-topic".into(),
+            reason: "reads Kafka instead of --input-dir: give one of them".into(),
+        }),
+    }
+}
+
 /// Runs the demo until it is stopped (duration, Ctrl-C/SIGTERM) or killed.
 pub fn run(opts: DemoOptions) -> Result<()> {
+    if opts.kafka_output_topic.is_some() && opts.kafka_brokers.is_none() {
+        return Err(sluice::EngineError::Config {
+            setting: "--kafka-output-topic".into(),
+            reason: "needs --kafka-brokers HOST:PORT".into(),
+        });
+    }
     let conf = StreamingConf::new("sluice-demo", Duration::from_millis(opts.batch_ms))
         .checkpoint(opts.checkpoint.clone())
         .checkpoint_interval(Duration::from_millis(opts.batch_ms * 5))
@@ -70,10 +131,7 @@ pub fn run(opts: DemoOptions) -> Result<()> {
     let b2 = batches.clone();
     let o = opts.clone();
     let ssc = StreamingContext::get_or_create(conf, move |ssc| {
-        let lines = match &o.input_dir {
-            Some(dir) => ssc.text_file_stream(dir.clone())?,
-            None => ssc.generator_stream("demo-lines", o.rate, demo_line)?,
-        };
+        let lines = demo_lines(ssc, &o)?;
         let words = lines
             .flat_map(|l: &String| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())?
             .map(|w: &String| (w.clone(), 1u64))?;
@@ -83,6 +141,18 @@ pub fn run(opts: DemoOptions) -> Result<()> {
                 let total = s.map_or(0, |s| s.0) + vs.iter().sum::<u64>();
                 Some((total, !vs.is_empty()))
             })?;
+        if let (Some(out), Some(brokers)) = (&o.kafka_output_topic, &o.kafka_brokers) {
+            // One transaction per batch; the sink id (hence the transactional id) is
+            // per output topic, so two demos writing different topics never fence
+            // each other.
+            let sink =
+                sluice::sinks::KafkaSink::new(brokers.clone(), out.clone(), format!("demo-{out}"));
+            counts
+                .filter(|(_, (_, touched))| *touched)?
+                .save_to_kafka(sink, |(w, (c, _)): &(String, (u64, bool))| {
+                    (w.clone(), c.to_string())
+                })?;
+        }
         let quiet = o.quiet;
         let output = o.output.clone();
         counts.foreach_batch(move |b| {

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench_checkpoint;
+mod bench_kafka;
 mod bench_restart;
 mod bench_sql;
 mod bench_wal;
@@ -59,6 +60,20 @@ enum Command {
         /// Stop gracefully after no new input for this many seconds.
         #[arg(long)]
         exit_when_idle: Option<f64>,
+        /// Count the words of the values (UTF-8 text) of this Kafka topic, read with
+        /// the direct source (offsets in the checkpoint); needs --kafka-brokers.
+        #[arg(long)]
+        kafka_topic: Option<String>,
+        /// The Kafka brokers, HOST:PORT[,HOST:PORT…].
+        #[arg(long)]
+        kafka_brokers: Option<String>,
+        /// Write every word a batch updated to this topic, exactly once, in one Kafka
+        /// transaction per batch: key = the word, value = its new total.
+        #[arg(long)]
+        kafka_output_topic: Option<String>,
+        /// At most this many records per Kafka partition per second of batch.
+        #[arg(long)]
+        kafka_max_rate_per_partition: Option<u64>,
     },
     /// Restart a driver when it dies (non-zero exit or a signal), with backoff; forward
     /// SIGTERM/SIGINT for a graceful stop; exit with the driver's status.
@@ -173,6 +188,10 @@ enum BenchWhat {
         #[arg(long)]
         json: bool,
     },
+    /// The Kafka direct source's read throughput (a count over a 3-partition topic of
+    /// 100-byte records) and topic-to-topic exactly-once ETL throughput, on the inputs
+    /// of bench/spark (filled first unless already there); one JSON line per run.
+    Kafka(bench_kafka::KafkaBenchOptions),
     /// The write-ahead log beside the raw disk it runs on: sequential write MB/s and
     /// fdatasync/s, then group-commit throughput (100 B, 1 KiB, 64 KiB records; 1, 4,
     /// 16 writers), per-append fsync latency and read-back scan speed.
@@ -228,6 +247,10 @@ where
             quiet,
             input_dir,
             exit_when_idle,
+            kafka_topic,
+            kafka_brokers,
+            kafka_output_topic,
+            kafka_max_rate_per_partition,
         } => demo::run(demo::DemoOptions {
             checkpoint,
             output,
@@ -237,6 +260,10 @@ where
             quiet,
             input_dir,
             exit_when_idle: exit_when_idle.map(std::time::Duration::from_secs_f64),
+            kafka_topic,
+            kafka_brokers,
+            kafka_output_topic,
+            kafka_max_rate: kafka_max_rate_per_partition,
         })
         .map_err(|e| e.to_string()),
         Command::Supervise(args) => return args.status("sluice supervise"),
@@ -246,6 +273,9 @@ where
         Command::Bench {
             what: BenchWhat::Wal { dir, quick, json },
         } => bench_wal::run(dir, quick, json),
+        Command::Bench {
+            what: BenchWhat::Kafka(o),
+        } => bench_kafka::run(&o),
         Command::Bench {
             what:
                 BenchWhat::Checkpoint {

@@ -63,6 +63,10 @@ pub enum EngineError {
     /// the job stops so that a restart recovers the log.
     #[error("{0}; stopping the job so a restart recovers it")]
     ReceiverFailed(String),
+    /// An input failed (a Kafka broker that does not answer, an unknown topic, a
+    /// range lost to retention); names the input and says what happened.
+    #[error("input {input}: {reason}")]
+    Source { input: String, reason: String },
     /// A user function or sink returned an error.
     #[error("{0}")]
     User(String),

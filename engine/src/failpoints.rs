@@ -11,10 +11,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 /// The points, in the order a batch passes them.
-pub const POINTS: [&str; 5] = [
+pub const POINTS: [&str; 6] = [
     "driver-log-append",
     "after-batch-planned",
     "mid-sink",
+    // The Kafka sink: after its transaction committed, before BatchCompleted.
+    "after-sink-commit",
     "mid-checkpoint",
     "mid-cleanup",
 ];

@@ -40,9 +40,9 @@
 //! |---|---|---|
 //! | [`runtime`] | the context, configuration, the node graph, batches, the scheduler | how batches are scheduled or computed |
 //! | [`durable`] | the driver log, checkpoint writing, restore, inspection: the only code that writes durable state | what a checkpoint holds, how a restart decides |
-//! | [`sources`] | queue, generator, directories, receivers (block generator, receiver WAL, rate control), sockets | a new source |
+//! | [`sources`] | queue, generator, directories, receivers (block generator, receiver WAL, rate control), sockets, the Kafka direct source (feature `kafka`) | a new source |
 //! | [`ops`] | the DStream API: transformations, pair operations, windows, state, output operations | a new operator |
-//! | [`sinks`] | exactly-once sinks, each behind a cargo feature (`postgres`, `mysql`, `redis`) | a new sink |
+//! | [`sinks`] | exactly-once sinks, each behind a cargo feature (`postgres`, `mysql`, `redis`, `kafka`) | a new sink |
 //! | [`observe`] | listener events | what a job reports about itself |
 //! | [`failpoints`] | named crash points for kill tests (feature `failpoints`) | a new crash point |
 //!
@@ -93,6 +93,8 @@ pub use runtime::conf::{
 };
 pub use runtime::context::StreamingContext;
 pub use sluice_recovery::plan::DownTime;
+#[cfg(feature = "kafka")]
+pub use sources::kafka::{KafkaRecord, KafkaSource, OffsetRange, RetentionPolicy, StartingOffsets};
 pub use sources::rate::{PidConf, PidRateEstimator};
 pub use sources::receiver::{
     Receiver, ReceiverContext, ReceiverHandle, ReceiverStatus, BLOCK_BYTES,

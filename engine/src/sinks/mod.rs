@@ -29,6 +29,11 @@
 //!   are those of a run in which every batch was written once. Redis keeps it only as
 //!   durably as its own persistence (AOF/RDB) is configured to.
 //!
+//! - [`KafkaSink`] (feature `kafka`) is **transactional**: each batch is one Kafka
+//!   transaction that also commits the batch id as an offset of the sink's own
+//!   consumer group; a replay finds it and is skipped, and a zombie driver is fenced by
+//!   the transactional id (see [`kafka`] for the guarantee and its limits).
+//!
 //! The marker table, the marker keys and the batch id are per *sink id*: give every
 //! sink of every job its own stable id (it must not change across restarts, or the
 //! replays are no longer recognised).
@@ -96,7 +101,12 @@
 // The shared helpers below serve the sinks; a build without any sink feature keeps
 // them (they are small) rather than a cfg on each.
 #![cfg_attr(
-    not(any(feature = "postgres", feature = "mysql", feature = "redis")),
+    not(any(
+        feature = "postgres",
+        feature = "mysql",
+        feature = "redis",
+        feature = "kafka"
+    )),
     allow(dead_code)
 )]
 
@@ -105,6 +115,8 @@ use std::fmt;
 
 use crate::{BatchTime, EngineError};
 
+#[cfg(feature = "kafka")]
+pub mod kafka;
 #[cfg(feature = "mysql")]
 mod mysql;
 #[cfg(feature = "postgres")]
@@ -114,6 +126,8 @@ mod redis;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 mod sql;
 
+#[cfg(feature = "kafka")]
+pub use self::kafka::KafkaSink;
 #[cfg(feature = "mysql")]
 pub use self::mysql::MySqlSink;
 #[cfg(feature = "postgres")]

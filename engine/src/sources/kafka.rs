@@ -1,0 +1,1036 @@
+//! The Kafka direct source (feature `kafka`): `ssc.kafka_direct_stream(KafkaSource…)`,
+//! Spark's `KafkaUtils.createDirectStream` with the offsets owned by the engine.
+//!
+//! * No consumer group decides what is read: the source reads *assigned* partitions
+//!   (every partition of the subscribed topics, or an explicit assignment). At each
+//!   batch time the driver fixes one **offset range** `[from, until)` per partition —
+//!   `from` is where the previous batch stopped, `until` the partition's last stable
+//!   offset (capped by `max_rate_per_partition`) — and that list is the batch's plan in
+//!   the driver log (`BatchPlanned`), written before the batch runs. Each partition's
+//!   range is one partition of the batch.
+//! * The next offset of every partition is the input's position in every checkpoint. A
+//!   restarted driver re-reads exactly the logged ranges of the batches it replays and
+//!   goes on from the last one.
+//! * New partitions of a subscribed topic are seen at the next batch and read from
+//!   their earliest offset.
+//! * Reads use `isolation.level=read_committed`: records of aborted transactions are
+//!   skipped, so a range may hold fewer records than `until - from` (transaction
+//!   markers, compaction): gaps are normal.
+//! * Retention: a range (planned or replayed) that starts before the partition's
+//!   earliest offset is decided by [`RetentionPolicy`]: `Fail` (the default) stops the
+//!   batch with an error naming the topic, partition, range and earliest offset; `Skip`
+//!   reads from the earliest offset on, logs a warning and counts the lost records in
+//!   the input's status (`lost_to_retention`). Never silent.
+//! * A broker that does not answer: every call is retried with backoff (100 ms doubling
+//!   to 5 s) for up to [`KafkaSource::broker_timeout`] (default 60 s), then the batch
+//!   fails with an error naming the brokers and what was asked.
+//! * Optionally ([`KafkaSource::commit_to_group`]) the offsets of completed batches are
+//!   committed to a consumer group after `BatchCompleted`, only so that the usual lag
+//!   tools see the job's progress; the engine never reads them back.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+
+use crate::observe::{InputStatus, PartitionStatus};
+use crate::runtime::graph::ExecutionEnv;
+use crate::runtime::io::Input;
+use crate::sources::queue::Allocations;
+use crate::{Batch, BatchTime, DStream, EngineError, Result, StreamingContext};
+
+/// One Kafka record as the direct source hands it to the job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KafkaRecord {
+    /// The topic it was read from.
+    pub topic: String,
+    /// The partition it was read from.
+    pub partition: i32,
+    /// Its offset in the partition.
+    pub offset: i64,
+    /// Its timestamp in ms since the epoch (create or log-append time), if it has one.
+    pub timestamp: Option<i64>,
+    /// Its key, if any.
+    pub key: Option<Vec<u8>>,
+    /// Its value (`None` for a tombstone).
+    pub value: Option<Vec<u8>>,
+    /// Its headers, in order.
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+/// The range of one partition a batch reads: offsets `from_offset` (inclusive) to
+/// `until_offset` (exclusive). Spark's `OffsetRange`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct OffsetRange {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// The first offset of the range.
+    pub from_offset: i64,
+    /// One past the last offset of the range.
+    pub until_offset: i64,
+}
+
+impl OffsetRange {
+    /// `until_offset - from_offset` (an upper bound of the records: offsets may have gaps).
+    pub fn count(&self) -> i64 {
+        self.until_offset - self.from_offset
+    }
+}
+
+impl fmt::Display for OffsetRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}-{} [{}, {})",
+            self.topic, self.partition, self.from_offset, self.until_offset
+        )
+    }
+}
+
+/// A user function giving the starting offset of a partition (`None`: its earliest).
+pub type OffsetFn = Arc<dyn Fn(&str, i32) -> Option<i64> + Send + Sync>;
+
+/// Where a job that starts without a checkpoint begins reading. A job resumed from a
+/// checkpoint always goes on from its checkpointed offsets; partitions that appear
+/// while the job runs start at their earliest offset.
+#[derive(Clone, Default)]
+pub enum StartingOffsets {
+    /// Each partition's earliest available offset (the default).
+    #[default]
+    Earliest,
+    /// Each partition's last stable offset when the job first sees it.
+    Latest,
+    /// These offsets; partitions not in the map start at their earliest.
+    Offsets(BTreeMap<(String, i32), i64>),
+    /// A user function (e.g. reading offsets the job stored in its own database).
+    Function(OffsetFn),
+}
+
+impl StartingOffsets {
+    /// Starting offsets from a user function (`None`: the partition's earliest).
+    pub fn from_fn(f: impl Fn(&str, i32) -> Option<i64> + Send + Sync + 'static) -> Self {
+        StartingOffsets::Function(Arc::new(f))
+    }
+}
+
+impl fmt::Debug for StartingOffsets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartingOffsets::Earliest => f.write_str("Earliest"),
+            StartingOffsets::Latest => f.write_str("Latest"),
+            StartingOffsets::Offsets(m) => f.debug_tuple("Offsets").field(m).finish(),
+            StartingOffsets::Function(_) => f.write_str("Function(..)"),
+        }
+    }
+}
+
+/// What to do with a range that starts before the partition's earliest offset (the
+/// broker deleted those records: retention, `delete_records`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RetentionPolicy {
+    /// Fail the batch with an error naming topic, partition, range and earliest offset.
+    #[default]
+    Fail,
+    /// Read from the earliest offset on; log a warning and count the lost records.
+    Skip,
+}
+
+#[derive(Debug, Clone)]
+enum Subscription {
+    Topics(Vec<String>),
+    Assign(Vec<(String, i32)>),
+}
+
+/// What the source shares with its handle: the ranges of each batch (for
+/// [`KafkaSource::offset_ranges`]).
+#[derive(Debug, Default)]
+struct Shared {
+    ranges: Mutex<BTreeMap<BatchTime, Vec<OffsetRange>>>,
+}
+
+/// The settings of a Kafka direct stream (see [`crate::sources::kafka`]). Clone it
+/// before handing it to [`StreamingContext::kafka_direct_stream`] to keep a handle for
+/// [`KafkaSource::offset_ranges`].
+#[derive(Debug, Clone)]
+pub struct KafkaSource {
+    brokers: String,
+    subscription: Subscription,
+    starting: StartingOffsets,
+    max_rate_per_partition: Option<u64>,
+    retention: RetentionPolicy,
+    client: Vec<(String, String)>,
+    name: Option<String>,
+    broker_timeout: Duration,
+    commit_group: Option<String>,
+    shared: Arc<Shared>,
+}
+
+impl KafkaSource {
+    /// A source reading from the brokers `brokers` (`host:port[,host:port…]`); name
+    /// its topics with [`topics`](Self::topics) or [`assign`](Self::assign).
+    pub fn new(brokers: impl Into<String>) -> Self {
+        KafkaSource {
+            brokers: brokers.into(),
+            subscription: Subscription::Topics(Vec::new()),
+            starting: StartingOffsets::Earliest,
+            max_rate_per_partition: None,
+            retention: RetentionPolicy::Fail,
+            client: Vec::new(),
+            name: None,
+            broker_timeout: Duration::from_secs(60),
+            commit_group: None,
+            shared: Arc::default(),
+        }
+    }
+
+    /// Reads every partition of these topics (new partitions from the next batch on).
+    pub fn topics<S: Into<String>>(mut self, topics: impl IntoIterator<Item = S>) -> Self {
+        self.subscription = Subscription::Topics(topics.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Reads exactly these `(topic, partition)`s.
+    pub fn assign<S: Into<String>>(mut self, parts: impl IntoIterator<Item = (S, i32)>) -> Self {
+        self.subscription =
+            Subscription::Assign(parts.into_iter().map(|(t, p)| (t.into(), p)).collect());
+        self
+    }
+
+    /// Where a job without a checkpoint starts (default: earliest).
+    pub fn starting_offsets(mut self, s: StartingOffsets) -> Self {
+        self.starting = s;
+        self
+    }
+
+    /// At most this many records per partition per second of batch interval (Spark's
+    /// `maxRatePerPartition`); default unlimited.
+    pub fn max_rate_per_partition(mut self, records_per_s: u64) -> Self {
+        self.max_rate_per_partition = Some(records_per_s);
+        self
+    }
+
+    /// What to do with a range the broker no longer has (default [`RetentionPolicy::Fail`]).
+    pub fn on_retention_loss(mut self, p: RetentionPolicy) -> Self {
+        self.retention = p;
+        self
+    }
+
+    /// A librdkafka client setting for the reading consumers (`fetch.max.bytes`, …).
+    /// `isolation.level`, `enable.auto.commit` and `group.id` are the source's own.
+    pub fn set(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.client.push((key.into(), value.into()));
+        self
+    }
+
+    /// The input's stable name (its checkpointed offsets and logged ranges are found
+    /// again by it). Default: derived from the topics or the assignment, so a job
+    /// keeps its offsets when the broker addresses change, and starts over when the
+    /// topics do.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// How long to retry a broker that does not answer before failing the batch
+    /// (default 60 s).
+    pub fn broker_timeout(mut self, d: Duration) -> Self {
+        self.broker_timeout = d;
+        self
+    }
+
+    /// Also commits the offsets of every completed batch to consumer group `group`
+    /// (after `BatchCompleted`), for lag tools. The engine never reads them back.
+    pub fn commit_to_group(mut self, group: impl Into<String>) -> Self {
+        self.commit_group = Some(group.into());
+        self
+    }
+
+    /// The ranges batch `t` reads, in partition order (Spark's `HasOffsetRanges`), while
+    /// the batch is pending or running (for example in `foreach_batch`, with `b.time`);
+    /// empty for a batch this handle's stream never planned or already forgot.
+    pub fn offset_ranges(&self, t: BatchTime) -> Vec<OffsetRange> {
+        self.shared
+            .ranges
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&t)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn identity(&self) -> String {
+        if let Some(n) = &self.name {
+            return n.clone();
+        }
+        match &self.subscription {
+            Subscription::Topics(t) => t.join(","),
+            Subscription::Assign(a) => a
+                .iter()
+                .map(|(t, p)| format!("{t}:{p}"))
+                .collect::<Vec<_>>()
+                .join(","),
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        let config = |setting: &str, reason: &str| EngineError::Config {
+            setting: format!("kafka source: {setting}"),
+            reason: reason.into(),
+        };
+        if self.brokers.trim().is_empty() {
+            return Err(config("brokers", "no bootstrap brokers given (host:port)"));
+        }
+        let empty = match &self.subscription {
+            Subscription::Topics(t) => t.is_empty() || t.iter().any(String::is_empty),
+            Subscription::Assign(a) => {
+                a.is_empty() || a.iter().any(|(t, p)| t.is_empty() || *p < 0)
+            }
+        };
+        if empty {
+            return Err(config(
+                "topics",
+                "name at least one topic (.topics([..])) or partition (.assign([(topic, p)..])); no empty names or negative partitions",
+            ));
+        }
+        if self.max_rate_per_partition == Some(0) {
+            return Err(config(
+                "max_rate_per_partition",
+                "must be at least 1 record/s",
+            ));
+        }
+        for (k, _) in &self.client {
+            if ["isolation.level", "enable.auto.commit", "group.id"].contains(&k.as_str()) {
+                return Err(config(k, "is set by the source itself"));
+            }
+        }
+        Ok(())
+    }
+
+    fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("isolation.level", "read_committed")
+            .set("enable.partition.eof", "false")
+            .set("allow.auto.create.topics", "false")
+            // A fetch below the earliest offset is an error, never a silent jump.
+            .set("auto.offset.reset", "error")
+            .set("log_level", "3");
+        for (k, v) in &self.client {
+            c.set(k, v);
+        }
+        c
+    }
+}
+
+type Tp = (String, i32);
+
+/// A reading consumer of one partition and the offset it will return next.
+struct Reader {
+    consumer: BaseConsumer,
+    next: Option<i64>,
+}
+
+#[derive(Default)]
+struct State {
+    /// The next offset to read of every partition seen so far.
+    positions: BTreeMap<Tp, i64>,
+    /// The ranges of every planned batch not yet forgotten.
+    planned: BTreeMap<BatchTime, Vec<OffsetRange>>,
+    /// The high watermarks last fetched.
+    high: HashMap<Tp, i64>,
+    last_error: Option<String>,
+}
+
+struct KafkaInput {
+    source: KafkaSource,
+    alloc: Arc<Allocations<KafkaRecord>>,
+    state: Mutex<State>,
+    /// The driver's metadata client (and group committer, if any).
+    meta: Mutex<Option<BaseConsumer>>,
+    readers: Mutex<HashMap<Tp, Arc<Mutex<Reader>>>>,
+    stopping: AtomicBool,
+    planned_after_stop: AtomicBool,
+    /// A checkpointed position was restored (the starting offsets do not apply).
+    restored: AtomicBool,
+    records_total: AtomicU64,
+    lost: AtomicU64,
+}
+
+fn kafka_err(e: &KafkaError) -> String {
+    crate::sinks::error_chain(e)
+}
+
+/// Whether a Kafka error may go away by waiting (a broker down or restarting).
+fn transient(e: &KafkaError) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            C::OperationTimedOut
+                | C::RequestTimedOut
+                | C::BrokerTransportFailure
+                | C::AllBrokersDown
+                | C::LeaderNotAvailable
+                | C::NotLeaderForPartition
+                | C::NotCoordinator
+                | C::CoordinatorNotAvailable
+                | C::CoordinatorLoadInProgress
+                | C::NetworkException
+                | C::UnknownLeaderEpoch
+        )
+    )
+}
+
+/// Runs `f` until it succeeds, retrying transient broker errors (see [`transient`])
+/// with backoff (100 ms doubling to 5 s) for up to `limit`; `who` and `what` are for
+/// the log. Shared by the source and the sink.
+pub(crate) fn retry_transient<R>(
+    who: &str,
+    what: &str,
+    limit: Duration,
+    mut f: impl FnMut() -> Result<R, KafkaError>,
+) -> Result<R, KafkaError> {
+    let deadline = Instant::now() + limit;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match f() {
+            Err(e) if transient(&e) && Instant::now() < deadline => {
+                tracing::warn!(who, what, error = %kafka_err(&e), retry_in = ?backoff,
+                    "kafka broker not answering; retrying");
+                std::thread::sleep(backoff.min(deadline.saturating_duration_since(Instant::now())));
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            r => return r,
+        }
+    }
+}
+
+impl KafkaInput {
+    fn describe_source(&self) -> String {
+        format!("kafka {} ({})", self.source.identity(), self.source.brokers)
+    }
+
+    fn error(&self, reason: impl Into<String>) -> EngineError {
+        let reason = reason.into();
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .last_error = Some(reason.clone());
+        EngineError::Source {
+            input: self.describe_source(),
+            reason,
+        }
+    }
+
+    /// Runs `f` until it succeeds, retrying transient broker errors with backoff for up
+    /// to the broker timeout.
+    fn retry<R>(&self, what: &str, f: impl FnMut() -> Result<R, KafkaError>) -> Result<R> {
+        let who = self.describe_source();
+        retry_transient(&who, what, self.source.broker_timeout, f).map_err(|e| {
+            let hint = if transient(&e) {
+                format!(
+                    " (gave up after {:?}: are the brokers {} up and reachable?)",
+                    self.source.broker_timeout, self.source.brokers
+                )
+            } else {
+                String::new()
+            };
+            self.error(format!("{what}: {}{hint}", kafka_err(&e)))
+        })
+    }
+
+    fn with_meta<R>(&self, f: impl FnOnce(&BaseConsumer) -> Result<R>) -> Result<R> {
+        let mut guard = self.meta.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.is_none() {
+            let mut c = self.source.client_config();
+            if let Some(g) = &self.source.commit_group {
+                c.set("group.id", g);
+            }
+            let consumer: BaseConsumer = c
+                .create()
+                .map_err(|e| self.error(format!("cannot create a client: {}", kafka_err(&e))))?;
+            *guard = Some(consumer);
+        }
+        f(guard.as_ref().expect("created above"))
+    }
+
+    fn timeout(&self) -> Duration {
+        self.source.broker_timeout.min(Duration::from_secs(10))
+    }
+
+    /// The partitions to read now.
+    fn partitions(&self) -> Result<Vec<Tp>> {
+        let topics = match &self.source.subscription {
+            Subscription::Assign(a) => return Ok(a.clone()),
+            Subscription::Topics(t) => t,
+        };
+        let mut out = Vec::new();
+        for topic in topics {
+            let md = self.with_meta(|c| {
+                self.retry(&format!("fetching the metadata of topic {topic:?}"), || {
+                    let md = c.fetch_metadata(Some(topic), self.timeout())?;
+                    // A topic the broker has not answered for yet is a transient error.
+                    if let Some(t) = md.topics().first() {
+                        if t.error().is_some_and(|e| {
+                            RDKafkaErrorCode::from(e) == RDKafkaErrorCode::LeaderNotAvailable
+                        }) {
+                            return Err(KafkaError::MetadataFetch(
+                                RDKafkaErrorCode::LeaderNotAvailable,
+                            ));
+                        }
+                    }
+                    Ok(md)
+                })
+            })?;
+            let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
+                return Err(self.error(format!("topic {topic:?} is not in the broker's metadata")));
+            };
+            if let Some(e) = t.error() {
+                let code = RDKafkaErrorCode::from(e);
+                return Err(self.error(if code == RDKafkaErrorCode::UnknownTopicOrPartition {
+                    format!(
+                        "topic {topic:?} does not exist on {} (create it first; the source never creates topics)",
+                        self.source.brokers
+                    )
+                } else {
+                    format!("topic {topic:?}: {code}")
+                }));
+            }
+            if t.partitions().is_empty() {
+                return Err(self.error(format!("topic {topic:?} has no partitions")));
+            }
+            let mut ps: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
+            ps.sort_unstable();
+            out.extend(ps.into_iter().map(|p| (topic.clone(), p)));
+        }
+        Ok(out)
+    }
+
+    fn watermarks(&self, (topic, p): &Tp) -> Result<(i64, i64)> {
+        self.with_meta(|c| {
+            self.retry(&format!("fetching the offsets of {topic}-{p}"), || {
+                c.fetch_watermarks(topic, *p, self.timeout())
+            })
+        })
+    }
+
+    /// The offset a partition first seen now starts at (`low`, `high`: its watermarks).
+    fn starting_offset(&self, tp: &Tp, low: i64, high: i64) -> i64 {
+        if self.restored.load(Ordering::SeqCst) {
+            // Resumed from a checkpoint: a partition it did not know is new.
+            return low;
+        }
+        match &self.source.starting {
+            StartingOffsets::Earliest => low,
+            StartingOffsets::Latest => high,
+            StartingOffsets::Offsets(m) => m.get(tp).copied().unwrap_or(low),
+            StartingOffsets::Function(f) => f(&tp.0, tp.1).unwrap_or(low),
+        }
+    }
+
+    /// Applies the retention policy to `r` given the partition's earliest offset.
+    fn check_retention(&self, t: BatchTime, r: &mut OffsetRange, low: i64) -> Result<()> {
+        if r.from_offset >= low || r.until_offset <= r.from_offset {
+            return Ok(());
+        }
+        match self.source.retention {
+            RetentionPolicy::Fail => Err(self.error(format!(
+                "batch {}: range {r} starts before the earliest available offset {low} of {}-{} \
+                 (deleted by retention); set on_retention_loss(RetentionPolicy::Skip) to read on from {low} and count the loss",
+                t.0, r.topic, r.partition
+            ))),
+            RetentionPolicy::Skip => {
+                let lost = low.min(r.until_offset) - r.from_offset;
+                self.lost.fetch_add(lost as u64, Ordering::Relaxed);
+                tracing::warn!(input = %self.describe_source(), batch = t.0, range = %r, earliest = low,
+                    lost, "records deleted by retention before they were read: skipped (RetentionPolicy::Skip)");
+                r.from_offset = low.min(r.until_offset);
+                Ok(())
+            }
+        }
+    }
+
+    /// Fixes the ranges of a new batch `t`.
+    fn plan(&self, t: BatchTime, env: &ExecutionEnv) -> Result<Vec<OffsetRange>> {
+        let parts = self.partitions()?;
+        let cap = self
+            .source
+            .max_rate_per_partition
+            .map(|r| ((r as u128 * env.batch.as_millis()) / 1000).max(1) as i64);
+        let mut ranges = Vec::with_capacity(parts.len());
+        for tp in parts {
+            let (low, high) = self.watermarks(&tp)?;
+            let known = self
+                .state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .positions
+                .get(&tp)
+                .copied();
+            let from = match known {
+                Some(f) => f,
+                None => {
+                    let f = self.starting_offset(&tp, low, high);
+                    tracing::info!(input = %self.describe_source(), topic = %tp.0, partition = tp.1,
+                        offset = f, "reading a new partition");
+                    f
+                }
+            };
+            if from > high {
+                return Err(self.error(format!(
+                    "{}-{}: the next offset {from} is past the partition's end {high} (was the topic deleted and recreated?)",
+                    tp.0, tp.1
+                )));
+            }
+            let until = cap.map_or(high, |c| high.min(from.saturating_add(c)));
+            let mut r = OffsetRange {
+                topic: tp.0.clone(),
+                partition: tp.1,
+                from_offset: from,
+                until_offset: until.max(from),
+            };
+            if r.from_offset < low {
+                // Keep the range the same length where possible: the plan is what the
+                // batch reads, after the policy.
+                self.check_retention(t, &mut r, low)?;
+                if let Some(c) = cap {
+                    r.until_offset = high.min(r.from_offset.saturating_add(c)).max(r.from_offset);
+                }
+            }
+            self.state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .high
+                .insert(tp, high);
+            ranges.push(r);
+        }
+        Ok(ranges)
+    }
+
+    fn reader(&self, tp: &Tp) -> Result<Arc<Mutex<Reader>>> {
+        let mut readers = self.readers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = readers.get(tp) {
+            return Ok(r.clone());
+        }
+        // A group id only because librdkafka's assign needs one: the readers never
+        // join the group nor commit to it.
+        let consumer: BaseConsumer = self
+            .source
+            .client_config()
+            .set(
+                "group.id",
+                format!("sluice-reader-{}", self.source.identity()),
+            )
+            .create()
+            .map_err(|e| self.error(format!("cannot create a consumer: {}", kafka_err(&e))))?;
+        let r = Arc::new(Mutex::new(Reader {
+            consumer,
+            next: None,
+        }));
+        readers.insert(tp.clone(), r.clone());
+        Ok(r)
+    }
+
+    /// The reader of `r`'s partition, positioned at `r`'s start (its client starts
+    /// fetching from there at once).
+    fn seek(&self, t: BatchTime, r: &OffsetRange) -> Result<Arc<Mutex<Reader>>> {
+        let reader = self.reader(&(r.topic.clone(), r.partition))?;
+        {
+            let mut g = reader.lock().unwrap_or_else(|e| e.into_inner());
+            if g.next != Some(r.from_offset) {
+                let fail = |e: KafkaError| {
+                    self.error(format!("batch {}: reading {r}: {}", t.0, kafka_err(&e)))
+                };
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition_offset(&r.topic, r.partition, Offset::Offset(r.from_offset))
+                    .map_err(fail)?;
+                g.consumer.assign(&tpl).map_err(fail)?;
+                g.next = Some(r.from_offset);
+            }
+        }
+        Ok(reader)
+    }
+
+    /// Every committed record of `r`.
+    fn read_range(&self, t: BatchTime, r: &OffsetRange) -> Result<Vec<KafkaRecord>> {
+        if r.until_offset <= r.from_offset {
+            return Ok(Vec::new());
+        }
+        let reader = self.seek(t, r)?;
+        let mut reader = reader.lock().unwrap_or_else(|e| e.into_inner());
+        let what = || format!("batch {}: reading {r}", t.0);
+        let mut out = Vec::with_capacity(r.count().min(1 << 20) as usize);
+        let mut last_progress = Instant::now();
+        let mut backoff_logged = false;
+        let position = |c: &BaseConsumer| {
+            c.position()
+                .ok()
+                .and_then(
+                    |l| match l.find_partition(&r.topic, r.partition)?.offset() {
+                        Offset::Offset(o) => Some(o),
+                        _ => None,
+                    },
+                )
+                .unwrap_or(r.from_offset)
+        };
+        let mut pos = r.from_offset;
+        loop {
+            // What the client has fetched already comes without waiting; only when its
+            // queue is empty is the position asked (it moves past transaction markers
+            // and aborted records too), and then the broker waited for.
+            let polled = match reader.consumer.poll(Duration::ZERO) {
+                Some(m) => Some(m),
+                None => {
+                    pos = position(&reader.consumer);
+                    if pos >= r.until_offset {
+                        break;
+                    }
+                    reader.consumer.poll(Duration::from_millis(100))
+                }
+            };
+            match polled {
+                None => {}
+                Some(Ok(m)) => {
+                    last_progress = Instant::now();
+                    let o = m.offset();
+                    if o >= r.until_offset {
+                        // Past the range (a gap reached its end): the consumer is now
+                        // beyond the next batch's start.
+                        reader.next = None;
+                        break;
+                    }
+                    if o < r.from_offset {
+                        continue;
+                    }
+                    out.push(KafkaRecord {
+                        topic: r.topic.clone(),
+                        partition: r.partition,
+                        offset: o,
+                        timestamp: m.timestamp().to_millis(),
+                        key: m.key().map(<[u8]>::to_vec),
+                        value: m.payload().map(<[u8]>::to_vec),
+                        headers: m
+                            .headers()
+                            .map(|h| {
+                                h.iter()
+                                    .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                    });
+                    if o + 1 >= r.until_offset {
+                        break;
+                    }
+                    continue;
+                }
+                Some(Err(e)) => {
+                    if let Some(RDKafkaErrorCode::OffsetOutOfRange) = e.rdkafka_error_code() {
+                        reader.next = None;
+                        let low = self.watermarks(&(r.topic.clone(), r.partition))?.0;
+                        return Err(self.error(format!(
+                            "batch {}: range {r} is no longer on the broker (earliest available offset now {low}: deleted by retention while the batch read it)",
+                            t.0
+                        )));
+                    }
+                    if !transient(&e) {
+                        reader.next = None;
+                        return Err(self.error(format!("{}: {}", what(), kafka_err(&e))));
+                    }
+                }
+            }
+            if last_progress.elapsed() > self.source.broker_timeout {
+                reader.next = None;
+                return Err(self.error(format!(
+                    "{}: no progress for {:?} at offset {pos} (are the brokers {} up?)",
+                    what(),
+                    self.source.broker_timeout,
+                    self.source.brokers
+                )));
+            }
+            if !backoff_logged && last_progress.elapsed() > Duration::from_secs(5) {
+                backoff_logged = true;
+                tracing::warn!(input = %self.describe_source(), range = %r, at = pos,
+                    "kafka read stalled; waiting for the broker");
+            }
+        }
+        if reader.next.is_some() {
+            reader.next = Some(r.until_offset);
+        }
+        Ok(out)
+    }
+
+    /// Reads the ranges of batch `t` (one partition each) and records them as its plan.
+    fn take(&self, t: BatchTime, ranges: Vec<OffsetRange>, env: &ExecutionEnv) -> Result<u64> {
+        // Every partition's client starts fetching now, also those the pool reads later.
+        for r in ranges.iter().filter(|r| r.until_offset > r.from_offset) {
+            self.seek(t, r)?;
+        }
+        let parts: Vec<Result<Vec<KafkaRecord>>> = env.par_map(&ranges, |r| self.read_range(t, r));
+        let mut data = Vec::with_capacity(parts.len());
+        for p in parts {
+            data.push(p?);
+        }
+        {
+            let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            for r in &ranges {
+                st.positions
+                    .insert((r.topic.clone(), r.partition), r.until_offset);
+            }
+            st.planned.insert(t, ranges.clone());
+        }
+        self.source
+            .shared
+            .ranges
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(t, ranges);
+        let batch = Batch::from_partitions(data);
+        let n = batch.len() as u64;
+        self.records_total.fetch_add(n, Ordering::Relaxed);
+        self.alloc.set(t, batch);
+        Ok(n)
+    }
+
+    fn commit_to_group(&self, ranges: &[OffsetRange]) {
+        if self.source.commit_group.is_none() || ranges.is_empty() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for r in ranges {
+            if tpl
+                .add_partition_offset(&r.topic, r.partition, Offset::Offset(r.until_offset))
+                .is_err()
+            {
+                return;
+            }
+        }
+        // A mirror for lag tools only: a failure is logged, never fails the job.
+        let res = self.with_meta(|c| {
+            c.commit(&tpl, CommitMode::Async)
+                .map_err(|e| self.error(kafka_err(&e)))
+        });
+        if let Err(e) = res {
+            tracing::warn!(input = %self.describe_source(), error = %e, "committing offsets to the consumer group failed");
+        }
+    }
+}
+
+impl Input for KafkaInput {
+    fn describe(&self) -> String {
+        self.describe_source()
+    }
+
+    fn kind(&self) -> &'static str {
+        "kafka"
+    }
+
+    fn start(&self, _env: &ExecutionEnv) -> Result<()> {
+        // Fail early on an unknown topic or unreachable brokers.
+        self.partitions().map(drop)
+    }
+
+    fn allocate(&self, t: BatchTime, env: &ExecutionEnv) -> Result<u64> {
+        let stopping = self.stopping.load(Ordering::SeqCst);
+        let ranges = self.plan(t, env)?;
+        let n = self.take(t, ranges, env)?;
+        if stopping {
+            self.planned_after_stop.store(true, Ordering::SeqCst);
+        }
+        Ok(n)
+    }
+
+    fn stop_receiving(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    fn drained(&self) -> bool {
+        self.planned_after_stop.load(Ordering::SeqCst)
+    }
+
+    fn forget(&self, t: BatchTime) {
+        self.alloc.forget(t);
+        let done: Vec<OffsetRange> = {
+            let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let later = st.planned.split_off(&BatchTime(t.0 + 1));
+            let done = std::mem::replace(&mut st.planned, later);
+            done.into_values().next_back().unwrap_or_default()
+        };
+        {
+            let mut shared = self
+                .source
+                .shared
+                .ranges
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            *shared = shared.split_off(&BatchTime(t.0 + 1));
+        }
+        self.commit_to_group(&done);
+    }
+
+    fn plan_of(&self, t: BatchTime) -> Option<Vec<u8>> {
+        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        crate::runtime::graph::encode(st.planned.get(&t)?).ok()
+    }
+
+    fn replay(&self, t: BatchTime, plan: &[u8], env: &ExecutionEnv) -> Result<u64> {
+        let mut ranges: Vec<OffsetRange> = crate::runtime::graph::decode(plan)?;
+        for r in &mut ranges {
+            if r.until_offset > r.from_offset {
+                let (low, _) = self.watermarks(&(r.topic.clone(), r.partition))?;
+                self.check_retention(t, r, low)?;
+            }
+        }
+        tracing::info!(input = %self.describe_source(), batch = t.0,
+            ranges = %ranges.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+            "replaying the logged offset ranges");
+        self.take(t, ranges, env)
+    }
+
+    fn position(&self) -> Option<Vec<u8>> {
+        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let pos: Vec<(&String, i32, i64)> =
+            st.positions.iter().map(|((t, p), o)| (t, *p, *o)).collect();
+        crate::runtime::graph::encode(&pos).ok()
+    }
+
+    fn restore_position(&self, pos: &[u8]) -> Result<()> {
+        let pos: Vec<(String, i32, i64)> = crate::runtime::graph::decode(pos)?;
+        tracing::info!(input = %self.describe_source(), partitions = pos.len(),
+            "restored the checkpointed offsets");
+        self.restored.store(true, Ordering::SeqCst);
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.positions
+            .extend(pos.into_iter().map(|(t, p, o)| ((t, p), o)));
+        Ok(())
+    }
+
+    fn status(&self) -> InputStatus {
+        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let latest = st.planned.values().next_back();
+        let partitions = st
+            .positions
+            .iter()
+            .map(|((topic, p), next)| {
+                let r = latest
+                    .and_then(|rs| rs.iter().find(|r| &r.topic == topic && r.partition == *p));
+                let high = st.high.get(&(topic.clone(), *p)).copied();
+                PartitionStatus {
+                    topic: topic.clone(),
+                    partition: *p,
+                    from_offset: r.map_or(*next, |r| r.from_offset),
+                    until_offset: r.map_or(*next, |r| r.until_offset),
+                    high_watermark: high,
+                    lag: high.map(|h| (h - *next).max(0)),
+                }
+            })
+            .collect();
+        InputStatus {
+            name: self.describe_source(),
+            kind: "kafka".into(),
+            state: if st.last_error.is_some() {
+                "failed"
+            } else {
+                "active"
+            }
+            .into(),
+            rate_limit_per_s: self.source.max_rate_per_partition.map(|r| r as f64),
+            last_error: st.last_error.clone(),
+            records_total: self.records_total.load(Ordering::Relaxed),
+            lost_to_retention: self.lost.load(Ordering::Relaxed),
+            partitions,
+            ..Default::default()
+        }
+    }
+}
+
+impl StreamingContext {
+    /// A Kafka direct stream: every partition of `source`'s topics read in offset
+    /// ranges the engine fixes and logs per batch, one batch partition per Kafka
+    /// partition (see [`crate::sources::kafka`]).
+    pub fn kafka_direct_stream(&self, source: KafkaSource) -> Result<DStream<KafkaRecord>> {
+        source.validate()?;
+        let identity = source.identity();
+        let alloc = Arc::new(Allocations::default());
+        let input = Arc::new(KafkaInput {
+            source,
+            alloc: alloc.clone(),
+            state: Mutex::new(State::default()),
+            meta: Mutex::new(None),
+            readers: Mutex::new(HashMap::new()),
+            stopping: AtomicBool::new(false),
+            planned_after_stop: AtomicBool::new(false),
+            restored: AtomicBool::new(false),
+            records_total: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
+        });
+        self.input_stream("kafka", identity, alloc, input)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_input_name_comes_from_the_topics_or_the_assignment_not_the_brokers() {
+        let a = KafkaSource::new("h1:9092").topics(["a", "b"]);
+        let b = KafkaSource::new("h2:9092,h3:9092").topics(["a", "b"]);
+        assert_eq!(a.identity(), "a,b");
+        assert_eq!(a.identity(), b.identity());
+        let c = KafkaSource::new("h:1").assign([("a", 0), ("a", 2)]);
+        assert_eq!(c.identity(), "a:0,a:2");
+        assert_eq!(c.name("orders").identity(), "orders");
+    }
+
+    #[test]
+    fn settings_are_checked_before_the_job_starts() {
+        let err = |s: KafkaSource| s.validate().unwrap_err().to_string();
+        assert!(err(KafkaSource::new("h:1")).contains("name at least one topic"));
+        assert!(err(KafkaSource::new(" ").topics(["t"])).contains("brokers"));
+        assert!(err(KafkaSource::new("h:1").assign([("t", -1)])).contains("negative"));
+        assert!(err(KafkaSource::new("h:1")
+            .topics(["t"])
+            .max_rate_per_partition(0))
+        .contains("max_rate_per_partition"));
+        let e = err(KafkaSource::new("h:1")
+            .topics(["t"])
+            .set("isolation.level", "read_uncommitted"));
+        assert!(
+            e.contains("isolation.level") && e.contains("set by the source"),
+            "{e}"
+        );
+        assert!(KafkaSource::new("h:1")
+            .topics(["t"])
+            .set("fetch.max.bytes", "1000")
+            .validate()
+            .is_ok());
+    }
+
+    #[test]
+    fn ranges_read_as_topic_partition_and_half_open_interval() {
+        let r = OffsetRange {
+            topic: "t".into(),
+            partition: 2,
+            from_offset: 5,
+            until_offset: 9,
+        };
+        assert_eq!(r.to_string(), "t-2 [5, 9)");
+        assert_eq!(r.count(), 4);
+        let plan = crate::runtime::graph::encode(&vec![r.clone()]).unwrap();
+        let back: Vec<OffsetRange> = crate::runtime::graph::decode(&plan).unwrap();
+        assert_eq!(back, vec![r]);
+    }
+}
