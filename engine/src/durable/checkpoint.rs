@@ -171,7 +171,21 @@ pub(crate) fn input_keys(graph: &[NodeInfo]) -> Vec<String> {
         .collect()
 }
 
+/// What writing a checkpoint wrote (for listeners: the UI's checkpoint history).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CheckpointWritten {
+    /// Bytes of state snapshot files and of the metadata checkpoint.
+    pub bytes: u64,
+    /// Every state snapshot was written whole.
+    pub full: bool,
+}
+
 impl DriverStore {
+    /// Where the metadata checkpoint of batch `t` is published.
+    pub(crate) fn checkpoint_location(&self, t: BatchTime) -> String {
+        self.store.object_path(&CheckpointId(t.0).file_name())
+    }
+
     /// Writes the checkpoint of batch `t` (after it completed): state snapshots first,
     /// then the metadata checkpoint naming them, then cleanup of what nothing references.
     pub(crate) fn checkpoint(
@@ -181,8 +195,9 @@ impl DriverStore {
         app_name: &str,
         nodes: &[Arc<dyn AnyNode>],
         inputs: &[Arc<dyn Input>],
-    ) -> Result<()> {
+    ) -> Result<CheckpointWritten> {
         let id = CheckpointId(t.0);
+        let mut bytes = 0u64;
         let graph: Vec<NodeInfo> = nodes.iter().map(|n| n.info().clone()).collect();
         let keys = node_keys(&graph);
         // Rule: only driver-log records known durable are counted as before this
@@ -199,6 +214,7 @@ impl DriverStore {
                         .map_err(ckpt_err)?;
                 // Rule: the snapshot is durable before the checkpoint that names it.
                 let manifest = snaps.write_full(id, entries?).map_err(ckpt_err)?;
+                bytes += manifest.files().map(|f| f.len).sum::<u64>();
                 crate::failpoints::point("mid-checkpoint");
                 states.push(StateRef {
                     name,
@@ -227,14 +243,14 @@ impl DriverStore {
         };
         // Rule: the metadata checkpoint is published atomically (the store writes temp,
         // fsyncs, renames, fsyncs the directory, or puts a new object conditionally).
-        self.store
-            .put_checkpoint(id, &crate::runtime::graph::encode(&data)?)
-            .map_err(ckpt_err)?;
+        let payload = crate::runtime::graph::encode(&data)?;
+        bytes += payload.len() as u64;
+        self.store.put_checkpoint(id, &payload).map_err(ckpt_err)?;
         // The checkpoint is durable: a failed cleanup deletes less, never fails the job.
         if let Err(e) = self.cleanup(nodes, inputs) {
             tracing::warn!(error = %e, "cleanup stopped; nothing more is deleted until the next checkpoint");
         }
-        Ok(())
+        Ok(CheckpointWritten { bytes, full: true })
     }
 
     /// Deletes checkpoints past retention, then the snapshots, driver-log segments and

@@ -113,6 +113,21 @@ impl StreamingContext {
             tracing::info!(location = %store.location, checkpoint = t.0, "restored from checkpoint");
         }
         tracing::info!("restart: {}", resume.summary());
+        let info = crate::observe::listener::RestoreInfo {
+            checkpoint: resume.checkpoint,
+            location: store.location.clone(),
+            skipped: resume
+                .skipped
+                .iter()
+                .map(|s| (s.time, s.reason.clone()))
+                .collect(),
+            replayed_batches: resume.replay.len() as u64,
+            caught_up_batches: resume.catch_up.len() as u64,
+            decision: resume.summary(),
+        };
+        for l in self.inner.listeners() {
+            l.on_restore(&info);
+        }
         *store.plan.lock().unwrap_or_else(|e| e.into_inner()) = Some(*resume);
         Ok(())
     }

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::observe::listener::{BatchInfo, StreamingListener};
+use crate::observe::listener::{BatchInfo, BatchKind, CheckpointInfo, StreamingListener};
 use crate::runtime::context::{now_ms, CtxInner};
 use crate::runtime::graph::{AnyNode, ExecutionEnv};
 use crate::runtime::io::{Input, Output};
@@ -32,6 +32,7 @@ pub(crate) fn run_scheduler(inner: &Arc<CtxInner>, env: &ExecutionEnv) -> Result
         input_keys: crate::durable::input_keys(
             &nodes.iter().map(|n| n.info().clone()).collect::<Vec<_>>(),
         ),
+        input_names: inputs.iter().map(|i| i.describe()).collect(),
     };
     let mut t = env.zero.plus(env.batch);
     // How far batch times run ahead of the clock: zero, except after a restart whose
@@ -48,10 +49,10 @@ pub(crate) fn run_scheduler(inner: &Arc<CtxInner>, env: &ExecutionEnv) -> Result
         // then the batch times the clock passed while the driver was down.
         let listeners = inner.state().listeners.clone();
         for (time, plans) in &plan.replay {
-            runner.run_batch(*time, Some(plans), &listeners)?;
+            runner.run_batch(*time, Some(plans), BatchKind::Replay, &listeners)?;
         }
         for time in &plan.catch_up {
-            runner.run_batch(*time, None, &listeners)?;
+            runner.run_batch(*time, None, BatchKind::CatchUp, &listeners)?;
         }
         t = plan.next;
         let now = now_ms();
@@ -106,7 +107,7 @@ pub(crate) fn run_scheduler(inner: &Arc<CtxInner>, env: &ExecutionEnv) -> Result
                 return Ok(());
             }
         }
-        runner.run_batch(t, None, &listeners)?;
+        runner.run_batch(t, None, BatchKind::Live, &listeners)?;
         t = t.plus(env.batch);
     }
 }
@@ -120,6 +121,8 @@ struct BatchRunner<'a> {
     app_name: &'a str,
     /// The inputs' stable keys, in input order.
     input_keys: Vec<String>,
+    /// The inputs' names for listeners (`Input::describe`), in input order.
+    input_names: Vec<String>,
 }
 
 impl BatchRunner<'_> {
@@ -129,6 +132,7 @@ impl BatchRunner<'_> {
         &self,
         t: BatchTime,
         replay: Option<&[(usize, Vec<u8>)]>,
+        kind: BatchKind,
         listeners: &[Arc<dyn StreamingListener>],
     ) -> Result<u64> {
         let env = self.env;
@@ -136,12 +140,17 @@ impl BatchRunner<'_> {
         let _g = span.enter();
         let submitted = Instant::now();
         let mut records = 0;
+        let mut input_records = Vec::with_capacity(self.inputs.len());
         for (i, input) in self.inputs.iter().enumerate() {
             let logged = replay.and_then(|p| p.iter().find(|(input, _)| *input == i));
-            records += match logged {
+            let n = match logged {
                 Some((_, plan)) => input.replay(t, plan, env)?,
                 None => input.allocate(t, env)?,
             };
+            records += n;
+            if !listeners.is_empty() {
+                input_records.push((self.input_names[i].clone(), n));
+            }
         }
         if let (Some(d), None) = (self.store, replay) {
             // Each plan under its input's stable key (see sluice_recovery::identity).
@@ -165,6 +174,8 @@ impl BatchRunner<'_> {
             records,
             scheduling_delay: Duration::from_millis(now_ms().saturating_sub(t.0)),
             processing_delay: None,
+            kind,
+            input_records,
         };
         for l in listeners {
             l.on_batch_submitted(&info);
@@ -172,11 +183,19 @@ impl BatchRunner<'_> {
         }
         let started = Instant::now();
         for out in self.outputs {
-            out.run(t, env).map_err(|e| EngineError::Batch {
-                time: t,
-                output: out.describe(),
-                cause: Box::new(e),
-            })?;
+            if let Err(e) = out.run(t, env) {
+                let e = EngineError::Batch {
+                    time: t,
+                    output: out.describe(),
+                    cause: Box::new(e),
+                };
+                info.processing_delay = Some(started.elapsed());
+                let error = e.to_string();
+                for l in listeners {
+                    l.on_batch_failed(&info, &error);
+                }
+                return Err(e);
+            }
         }
         info.processing_delay = Some(started.elapsed());
         // A window reads its parent's past batches: compute them now, before the inputs
@@ -187,7 +206,26 @@ impl BatchRunner<'_> {
         if let Some(d) = self.store {
             d.completed(t)?;
             if d.due(t, env) {
-                d.checkpoint(t, env, self.app_name, self.nodes, self.inputs)?;
+                let started_at_ms = now_ms();
+                let took = Instant::now();
+                let res = d.checkpoint(t, env, self.app_name, self.nodes, self.inputs);
+                let mut ckpt = CheckpointInfo {
+                    time: t,
+                    started_at_ms,
+                    duration: took.elapsed(),
+                    bytes: 0,
+                    full: true,
+                    location: d.checkpoint_location(t),
+                    error: None,
+                };
+                match &res {
+                    Ok(w) => (ckpt.bytes, ckpt.full) = (w.bytes, w.full),
+                    Err(e) => ckpt.error = Some(e.to_string()),
+                }
+                for l in listeners {
+                    l.on_checkpoint(&ckpt);
+                }
+                res?;
             }
         }
         for n in self.nodes {
