@@ -57,6 +57,13 @@ enum Command {
         /// Stop gracefully after no new input for this many seconds.
         #[arg(long)]
         exit_when_idle: Option<f64>,
+        /// Serve the web UI and Prometheus /metrics at this address (default
+        /// 127.0.0.1:4040, or the next free port after it when that one is busy).
+        #[arg(long, value_name = "ADDR")]
+        ui: Option<String>,
+        /// No web UI.
+        #[arg(long, conflicts_with = "ui")]
+        no_ui: bool,
     },
     /// Restart a driver when it dies (non-zero exit or a signal), with backoff; forward
     /// SIGTERM/SIGINT for a graceful stop; exit with the driver's status.
@@ -184,7 +191,11 @@ where
             quiet,
             input_dir,
             exit_when_idle,
+            ui,
+            no_ui,
         } => demo::run(demo::DemoOptions {
+            ui_next_free_port: ui.is_none(),
+            ui: (!no_ui).then(|| ui.unwrap_or_else(|| demo::DEFAULT_UI.to_owned())),
             checkpoint,
             output,
             batch_ms,

@@ -12,3 +12,5 @@ pub mod status;
 pub(crate) mod ui;
 
 pub use status::{InputStatus, PartitionStatus};
+#[cfg(feature = "ui")]
+pub use ui::{serve_metrics, HttpServer};

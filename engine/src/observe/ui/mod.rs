@@ -19,7 +19,8 @@ use crate::observe::InputStatus;
 use crate::runtime::context::{now_ms, CtxInner};
 use crate::StreamingConf;
 
-pub(crate) use server::UiServer;
+pub(crate) use server::HttpServer as UiServer;
+pub use server::{serve_metrics, HttpServer};
 
 /// One batch as `/api/batches` shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -476,7 +477,7 @@ pub(crate) fn start(
     ctx: Weak<CtxInner>,
 ) -> crate::Result<(UiServer, Arc<UiState>)> {
     let state = Arc::new(UiState::new(conf, ctx));
-    let server = UiServer::start(listener, state.clone())?;
+    let server = UiServer::start(listener, server::router(state.clone()))?;
     Ok((server, state))
 }
 

@@ -19,20 +19,54 @@ const INDEX_HTML: &str = include_str!("../../../../ui/index.html");
 
 const NO_STORE: (header::HeaderName, &str) = (header::CACHE_CONTROL, "no-store");
 
-/// A running UI server; stops when dropped.
+/// A running HTTP server (the web UI, or [`serve_metrics`]); stops when dropped.
 #[derive(Debug)]
-pub(crate) struct UiServer {
+pub struct HttpServer {
     addr: SocketAddr,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
-impl UiServer {
+/// Serves Prometheus text at `GET /metrics` on `addr` (`host:port`), what `render`
+/// returns at each scrape; every other path is a 404. For processes that are not a
+/// streaming context (`sluice supervise --metrics`).
+pub fn serve_metrics(
+    addr: &str,
+    render: impl Fn() -> String + Send + Sync + 'static,
+) -> Result<HttpServer> {
+    let render = Arc::new(render);
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let render = render.clone();
+                async move { metrics_response(render()) }
+            }),
+        )
+        .fallback(not_found);
+    HttpServer::start(bind(addr)?, app)
+}
+
+fn metrics_response(text: String) -> Response {
+    (
+        [
+            NO_STORE,
+            (
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            ),
+        ],
+        text,
+    )
+        .into_response()
+}
+
+impl HttpServer {
     /// The address it serves at (the real port when 0 was asked for).
-    pub(crate) fn addr(&self) -> SocketAddr {
+    pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 
-    pub(super) fn start(listener: TcpListener, state: Arc<UiState>) -> Result<UiServer> {
+    pub(super) fn start(listener: TcpListener, app: Router) -> Result<HttpServer> {
         let addr = listener
             .local_addr()
             .map_err(|e| EngineError::io("the web UI's listening socket", e))?;
@@ -44,7 +78,6 @@ impl UiServer {
             .build()
             .map_err(|e| EngineError::io("the web UI's runtime", e))?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let app = router(state);
         std::thread::Builder::new()
             .name("sluice-ui".into())
             .spawn(move || {
@@ -67,15 +100,15 @@ impl UiServer {
                 });
             })
             .map_err(|e| EngineError::io("the web UI thread", e))?;
-        tracing::info!("web UI at http://{addr}/ (metrics at http://{addr}/metrics)");
-        Ok(UiServer {
+        tracing::info!("serving http://{addr}/ (metrics at http://{addr}/metrics)");
+        Ok(HttpServer {
             addr,
             shutdown: Some(tx),
         })
     }
 }
 
-impl Drop for UiServer {
+impl Drop for HttpServer {
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
@@ -106,7 +139,8 @@ fn json(v: serde_json::Value) -> Response {
         .into_response()
 }
 
-fn router(state: Arc<UiState>) -> Router {
+/// The web UI's routes.
+pub(super) fn router(state: Arc<UiState>) -> Router {
     Router::new()
         .route(
             "/",
@@ -139,18 +173,7 @@ fn router(state: Arc<UiState>) -> Router {
         )
         .route(
             "/metrics",
-            get(|State(s): State<Arc<UiState>>| async move {
-                (
-                    [
-                        NO_STORE,
-                        (
-                            header::CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        ),
-                    ],
-                    s.metrics_text(),
-                )
-            }),
+            get(|State(s): State<Arc<UiState>>| async move { metrics_response(s.metrics_text()) }),
         )
         .fallback(not_found)
         .with_state(state)
@@ -161,7 +184,7 @@ async fn not_found(uri: Uri) -> Response {
         StatusCode::NOT_FOUND,
         [NO_STORE, (header::CONTENT_TYPE, "text/plain; charset=utf-8")],
         format!(
-            "404 not found: {}\nthis sluice UI serves GET /, /api/app, /api/batches, /api/inputs, /api/checkpoints, /api/recovery and /metrics\n",
+            "404 not found: {}\nsluice serves GET /metrics, and with the web UI /, /api/app, /api/batches, /api/inputs, /api/checkpoints and /api/recovery\n",
             uri.path()
         ),
     )
