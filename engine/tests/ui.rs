@@ -470,3 +470,92 @@ fn bad_requests_get_clear_answers() {
     assert!(err.contains("not-an-address"), "{err}");
     drop(ssc);
 }
+
+/// The text of the element whose opening tag has `id="{id}"`, up to its closing `tag`.
+fn element<'a>(dom: &'a str, tag: &str, id: &str) -> &'a str {
+    let at = dom
+        .find(&format!("id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no #{id} in the DOM"));
+    let start = dom[..at].rfind(&format!("<{tag}")).unwrap();
+    let end = at + dom[at..].find(&format!("</{tag}>")).unwrap();
+    &dom[start..end]
+}
+
+/// The values of `attr` on the opening tags in `html` that start with `prefix`.
+fn attrs<'a>(html: &'a str, prefix: &str, attr: &str) -> Vec<&'a str> {
+    html.match_indices(prefix)
+        .filter_map(|(i, _)| {
+            let tag = &html[i..i + html[i..].find('>')?];
+            let from = tag.find(&format!(" {attr}=\""))? + attr.len() + 3;
+            Some(&tag[from..from + tag[from..].find('"')?])
+        })
+        .collect()
+}
+
+/// The page in Debian's headless Chromium (ui/screenshot.sh, which installs it when
+/// missing): after the scripts ran, every chart plots the batches and the completed
+/// table has one row per batch the listener saw complete.
+#[test]
+fn the_page_renders_charts_and_a_row_per_batch_in_chromium() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (ssc, rec) = job(conf("ui-chromium")
+        .checkpoint(dir.path().join("ckpt").display().to_string())
+        .checkpoint_interval(Duration::from_millis(300)));
+    let addr = ssc.ui_addr().unwrap();
+    ssc.start().unwrap();
+    rec.wait_for(8);
+    // Stopped, so the page and the listener see the same batches (the server stays up
+    // as long as the context lives).
+    ssc.stop(false).unwrap();
+    let events = rec.completed();
+
+    let png = dir.path().join("ui.png");
+    let dom_file = dir.path().join("dom.html");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../ui/screenshot.sh");
+    let out = std::process::Command::new("bash")
+        .arg(script)
+        .arg(format!("http://{addr}/"))
+        .arg(&png)
+        .arg(&dom_file)
+        .env("BUDGET_MS", "4000")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let image = std::fs::read(&png).unwrap();
+    assert!(image.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG screenshot");
+    assert!(image.len() > 20_000, "a screenshot with content");
+    let dom = std::fs::read_to_string(&dom_file).unwrap();
+
+    assert!(dom.contains("data-state=\"live\""), "connected");
+    assert!(dom.contains(">ui-chromium<"), "the app's name");
+    for chart in [
+        "chart-input-rate",
+        "chart-scheduling-delay",
+        "chart-processing-time",
+        "chart-total-delay",
+    ] {
+        let html = element(&dom, "div", chart);
+        let points = attrs(html, "<svg class=\"timeline\"", "data-points");
+        assert_eq!(points, vec![events.len().to_string()], "{chart}");
+        assert!(html.contains("class=\"histogram\""), "{chart} histogram");
+        assert!(html.contains("<path"), "{chart} draws a line");
+    }
+    let table = element(&dom, "table", "batches-completed");
+    let mut shown: Vec<u64> = attrs(table, "<tr class=\"batch", "data-batch-time")
+        .iter()
+        .map(|t| t.parse().unwrap())
+        .collect();
+    shown.sort();
+    let told: Vec<u64> = events.iter().map(|e| e.time.0).collect();
+    assert_eq!(shown, told, "a row per completed batch");
+    let checkpoints = element(&dom, "table", "checkpoints");
+    assert_eq!(
+        attrs(checkpoints, "<tr class=\"checkpoint", "data-id").len(),
+        rec.checkpoints.lock().unwrap().len()
+    );
+}
