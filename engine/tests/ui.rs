@@ -235,6 +235,7 @@ fn endpoints_follow_a_running_job_and_match_the_listener() {
     let name = inputs[0]["name"].as_str().unwrap();
     assert!(rows[0]["input_records"].get(name).is_some(), "{name}");
     assert!(inputs[0]["rate_per_s"].as_f64().unwrap() > 0.0);
+    assert_eq!(inputs[0]["records_total"], records);
     assert!(inputs[0]["partitions"].as_array().unwrap().is_empty());
 
     let recovery = get_json(addr, "/api/recovery");
@@ -397,7 +398,12 @@ fn a_restart_shows_what_it_restored() {
     let recovery = get_json(addr, "/api/recovery");
     assert_eq!(recovery["restored"], true);
     assert_eq!(recovery["checkpoint"]["id"], newest.0);
-    assert_eq!(recovery["checkpoint"]["location"], location.as_str());
+    let restored_from = recovery["checkpoint"]["location"].as_str().unwrap();
+    assert!(restored_from.starts_with(&location), "{restored_from}");
+    assert!(
+        restored_from.contains(&newest.0.to_string()),
+        "{restored_from}"
+    );
     assert_eq!(recovery["skipped"], Value::Array(vec![]));
     assert_eq!(recovery["replayed_batches"], told[0].replayed_batches);
     assert_eq!(recovery["caught_up_batches"], told[0].caught_up_batches);

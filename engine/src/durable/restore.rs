@@ -115,7 +115,9 @@ impl StreamingContext {
         tracing::info!("restart: {}", resume.summary());
         let info = crate::observe::listener::RestoreInfo {
             checkpoint: resume.checkpoint,
-            location: store.location.clone(),
+            location: resume
+                .checkpoint
+                .map_or_else(|| store.location.clone(), |t| store.checkpoint_location(t)),
             skipped: resume
                 .skipped
                 .iter()

@@ -70,7 +70,8 @@ pub struct CheckpointInfo {
 pub struct RestoreInfo {
     /// The checkpoint restored (`None`: none; the driver log alone, or a first start).
     pub checkpoint: Option<BatchTime>,
-    /// Where the checkpoint location is.
+    /// Where the restored checkpoint was read from (the checkpoint location when none
+    /// was restored).
     pub location: String,
     /// Checkpoints set aside, newest first, with the reason.
     pub skipped: Vec<(BatchTime, String)>,

@@ -61,6 +61,8 @@ struct History {
     completed: u64,
     failed: u64,
     total_records: u64,
+    /// Records per input over every batch (for inputs that do not count their own).
+    input_totals: BTreeMap<String, u64>,
     restore: Option<RestoreInfo>,
     first_completed_at_ms: Option<u64>,
 }
@@ -177,6 +179,9 @@ impl UiState {
             h.failed += 1;
         }
         h.total_records += info.records;
+        for (input, n) in &info.input_records {
+            *h.input_totals.entry(input.clone()).or_default() += n;
+        }
     }
 
     // ---- the JSON answers (ui/README.md, "The API it reads") ----
@@ -236,7 +241,7 @@ impl UiState {
                     "buffered_bytes": s.buffered_bytes,
                     "restarts": s.restarts,
                     "last_error": s.last_error.as_deref().map(mask_secrets),
-                    "records_total": s.records_total,
+                    "records_total": s.records_total.max(h.input_totals.get(&s.name).copied().unwrap_or(0)),
                     "dropped_oversized": s.dropped_oversized,
                     "lost_to_retention": s.lost_to_retention,
                     "partitions": s.partitions.iter().map(|p| serde_json::json!({
@@ -262,7 +267,6 @@ impl UiState {
         let h = self.history();
         let first = h.first_completed_at_ms;
         let ttfb = first.map(|f| f.saturating_sub(self.started_at_ms));
-        let location = self.checkpoint_location.as_deref().unwrap_or("");
         let r = h.restore.as_ref();
         let decision = match (r, &self.checkpoint_location) {
             (Some(r), _) => r.decision.clone(),
@@ -274,7 +278,7 @@ impl UiState {
             "checkpoint": r.and_then(|r| r.checkpoint).map(|t| serde_json::json!({
                 "id": t.0,
                 "batch_time_ms": t.0,
-                "location": location,
+                "location": r.map(|r| mask_secrets(&r.location)),
             })),
             "skipped": r.map_or(Vec::new(), |r| r.skipped.iter().map(|(t, why)| serde_json::json!({
                 "id": t.0,
