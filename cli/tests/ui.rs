@@ -2,27 +2,27 @@
 //! explicit address that is taken is an error, `--no-ui`) and `sluice supervise
 //! --metrics`.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// A plain HTTP/1.1 GET of `http://{addr}{path}`: (status, body).
+/// A GET of `http://{addr}{path}`: (status, body).
 fn get(addr: &str, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-    (
-        head.split(' ').nth(1).unwrap().parse().unwrap(),
-        body.to_owned(),
-    )
+    let r = sluice_testkit::http::get(addr, path);
+    (r.status, r.body_text())
+}
+
+/// Waits for the child to exit: (succeeded, its stderr).
+fn finish(mut child: Child) -> (bool, String) {
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (child.wait().unwrap().success(), err)
 }
 
 /// Forwards the child's stderr lines (also echoed, for a failing test's log).
@@ -103,19 +103,11 @@ fn an_explicit_ui_address_that_is_taken_is_an_error_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = held.local_addr().unwrap().to_string();
-    let mut child = demo(
+    let (ok, err) = finish(demo(
         &["--duration", "1", "--ui", &addr],
         &dir.path().join("ckpt"),
-    );
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    let status = child.wait().unwrap();
-    assert!(!status.success(), "{err}");
+    ));
+    assert!(!ok, "{err}");
     assert!(err.contains(&addr), "{err}");
     assert!(err.contains("already in use"), "{err}");
 }
@@ -123,15 +115,11 @@ fn an_explicit_ui_address_that_is_taken_is_an_error_naming_it() {
 #[test]
 fn no_ui_turns_it_off() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = demo(&["--duration", "1", "--no-ui"], &dir.path().join("ckpt"));
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    assert!(child.wait().unwrap().success(), "{err}");
+    let (ok, err) = finish(demo(
+        &["--duration", "1", "--no-ui"],
+        &dir.path().join("ckpt"),
+    ));
+    assert!(ok, "{err}");
     assert!(!err.contains("web UI"), "{err}");
 }
 

@@ -2,8 +2,7 @@
 //! listener's events, bad requests get clear answers, a restart shows its recovery, and
 //! the page renders its charts and a table row per batch in a real headless Chromium.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -63,26 +62,23 @@ impl Recorder {
     }
 }
 
-/// A plain HTTP/1.1 GET: (status, headers, body).
+/// A GET: (status, content type, body).
 fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, head.to_ascii_lowercase(), body.to_owned())
+    let r = sluice_testkit::http::get(&addr.to_string(), path);
+    let kind = r.header("content-type").unwrap_or_default().to_owned();
+    (r.status, kind, r.body_text())
 }
 
 fn get_json(addr: SocketAddr, path: &str) -> Value {
-    let (status, head, body) = get(addr, path);
-    assert_eq!(status, 200, "{path}: {body}");
-    assert!(head.contains("cache-control: no-store"), "{path}: {head}");
-    assert!(head.contains("application/json"), "{path}: {head}");
+    let r = sluice_testkit::http::get(&addr.to_string(), path);
+    let body = r.body_text();
+    assert_eq!(r.status, 200, "{path}: {body}");
+    assert_eq!(r.header("cache-control"), Some("no-store"), "{path}");
+    assert!(
+        r.header("content-type")
+            .is_some_and(|t| t.starts_with("application/json")),
+        "{path}"
+    );
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
 }
 
@@ -449,15 +445,10 @@ fn bad_requests_get_clear_answers() {
         "the body lists what exists: {body}"
     );
     // Read-only: no other method on an API path.
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "POST /api/batches HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    assert!(raw.starts_with("HTTP/1.1 405"), "{raw}");
+    for method in ["POST", "PUT", "DELETE"] {
+        let r = sluice_testkit::http::request(method, &addr.to_string(), "/api/batches");
+        assert_eq!(r.status, 405, "{method}: {}", r.body_text());
+    }
 
     // The same address again: a clear error naming it.
     let taken = addr.to_string();

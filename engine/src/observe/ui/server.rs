@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{header, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, MethodRouter};
 use axum::Router;
 
 use super::UiState;
@@ -139,6 +139,11 @@ fn json(v: serde_json::Value) -> Response {
         .into_response()
 }
 
+/// A `GET` route answering `answer(state)` as JSON.
+fn api(answer: fn(&UiState) -> serde_json::Value) -> MethodRouter<Arc<UiState>> {
+    get(move |State(s): State<Arc<UiState>>| async move { json(answer(&s)) })
+}
+
 /// The web UI's routes.
 pub(super) fn router(state: Arc<UiState>) -> Router {
     Router::new()
@@ -151,26 +156,11 @@ pub(super) fn router(state: Arc<UiState>) -> Router {
                 )
             }),
         )
-        .route(
-            "/api/app",
-            get(|State(s): State<Arc<UiState>>| async move { json(s.app_json()) }),
-        )
-        .route(
-            "/api/batches",
-            get(|State(s): State<Arc<UiState>>| async move { json(s.batches_json()) }),
-        )
-        .route(
-            "/api/inputs",
-            get(|State(s): State<Arc<UiState>>| async move { json(s.inputs_json()) }),
-        )
-        .route(
-            "/api/checkpoints",
-            get(|State(s): State<Arc<UiState>>| async move { json(s.checkpoints_json()) }),
-        )
-        .route(
-            "/api/recovery",
-            get(|State(s): State<Arc<UiState>>| async move { json(s.recovery_json()) }),
-        )
+        .route("/api/app", api(UiState::app_json))
+        .route("/api/batches", api(UiState::batches_json))
+        .route("/api/inputs", api(UiState::inputs_json))
+        .route("/api/checkpoints", api(UiState::checkpoints_json))
+        .route("/api/recovery", api(UiState::recovery_json))
         .route(
             "/metrics",
             get(|State(s): State<Arc<UiState>>| async move { metrics_response(s.metrics_text()) }),
