@@ -119,6 +119,9 @@ enum BenchWhat {
         /// Stop after the source has been idle this many seconds.
         #[arg(long, default_value_t = 2.0)]
         idle_secs: f64,
+        /// Serve the web UI and /metrics at this address while it runs (off by default).
+        #[arg(long, value_name = "ADDR")]
+        ui: Option<String>,
     },
     /// Restart-to-first-completed-batch after SIGKILL with N keys of state.
     Restart {
@@ -231,6 +234,7 @@ where
                     wal,
                     checkpoint,
                     idle_secs,
+                    ui,
                 },
         } => (|| -> Result<(), String> {
             let (host, port) = socket
@@ -247,6 +251,7 @@ where
                 wal,
                 checkpoint,
                 idle: std::time::Duration::from_secs_f64(idle_secs),
+                ui,
             })
             .map_err(|e| e.to_string())
         })(),

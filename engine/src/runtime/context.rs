@@ -96,6 +96,7 @@ impl CtxInner {
     }
 
     /// `defining`, `running`, `stopping` or `stopped` (the UI's app status).
+    #[cfg(feature = "ui")]
     pub(crate) fn phase_name(&self) -> &'static str {
         match self.state().phase {
             Phase::Defining => "defining",
@@ -111,6 +112,7 @@ impl CtxInner {
     }
 
     /// How many output operations the graph has.
+    #[cfg(feature = "ui")]
     pub(crate) fn output_count(&self) -> usize {
         self.state().outputs.len()
     }
@@ -268,8 +270,10 @@ impl StreamingContext {
             .as_deref()
             .map(crate::observe::ui::bind)
             .transpose()?;
+        #[cfg_attr(not(feature = "ui"), allow(unused_mut))]
         let mut ui_error = None;
         let inner = Arc::new_cyclic(|weak| {
+            #[cfg_attr(not(feature = "ui"), allow(unused_mut))]
             let mut listeners: Vec<Arc<dyn StreamingListener>> = Vec::new();
             #[cfg(feature = "ui")]
             let ui =
