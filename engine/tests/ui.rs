@@ -556,3 +556,76 @@ fn the_page_renders_charts_and_a_row_per_batch_in_chromium() {
         rec.checkpoints.lock().unwrap().len()
     );
 }
+
+/// A socket receiver: `/api/inputs` shows its status, buffered bytes and rate under
+/// the same name the batches count its records by, and `/metrics` its gauges.
+#[test]
+fn a_receiver_is_shown_under_one_name_in_inputs_batches_and_metrics() {
+    let _g = serial();
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = server.local_addr().unwrap().port();
+    let feeder = std::thread::spawn(move || {
+        use std::io::Write;
+        let (mut conn, _) = server.accept().unwrap();
+        for i in 0..5_000 {
+            if writeln!(conn, "line {i}").is_err() {
+                return;
+            }
+        }
+        // Keep the connection open until the job stops reading.
+        let mut buf = [0u8; 1];
+        let _ = std::io::Read::read(&mut conn, &mut buf);
+    });
+    let ssc = StreamingContext::new(conf("ui-receiver")).unwrap();
+    let rec = Arc::new(Recorder::default());
+    ssc.add_listener(rec.clone());
+    ssc.socket_text_stream("127.0.0.1", port)
+        .unwrap()
+        .foreach_batch(|_| Ok(()))
+        .unwrap();
+    let addr = ssc.ui_addr().unwrap();
+    ssc.start().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while rec.completed().iter().map(|e| e.records).sum::<u64>() < 5_000 {
+        assert!(
+            Instant::now() < deadline,
+            "the receiver never delivered 5000 lines"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let inputs = get_json(addr, "/api/inputs");
+    let input = &inputs.as_array().unwrap()[0];
+    assert_eq!(input["kind"], "receiver");
+    assert_eq!(input["status"], "active");
+    assert!(input["buffered_bytes"].is_u64(), "{input}");
+    assert_eq!(input["records_total"], 5_000);
+    let name = input["name"].as_str().unwrap().to_owned();
+    ssc.stop(false).unwrap();
+    feeder.join().unwrap();
+    let counted: u64 = get_json(addr, "/api/batches")
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|b| b["input_records"][&name].as_u64())
+        .sum();
+    assert_eq!(
+        counted, 5_000,
+        "batches count the receiver's records by its name"
+    );
+    let (_, _, metrics) = get(addr, "/metrics");
+    let label = format!("input=\"{name}\"");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("sluice_receiver_buffered_bytes{") && l.contains(&label)),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("sluice_input_records_total{")
+                && l.contains(&label)
+                && l.ends_with(" 5000")),
+        "{metrics}"
+    );
+}

@@ -32,7 +32,7 @@ pub(crate) fn run_scheduler(inner: &Arc<CtxInner>, env: &ExecutionEnv) -> Result
         input_keys: crate::durable::input_keys(
             &nodes.iter().map(|n| n.info().clone()).collect::<Vec<_>>(),
         ),
-        input_names: inputs.iter().map(|i| i.describe()).collect(),
+        input_names: inputs.iter().map(|i| i.status().name).collect(),
     };
     let mut t = env.zero.plus(env.batch);
     // How far batch times run ahead of the clock: zero, except after a restart whose
@@ -121,7 +121,8 @@ struct BatchRunner<'a> {
     app_name: &'a str,
     /// The inputs' stable keys, in input order.
     input_keys: Vec<String>,
-    /// The inputs' names for listeners (`Input::describe`), in input order.
+    /// The inputs' names for listeners (as their `InputStatus` names them), in input
+    /// order.
     input_names: Vec<String>,
 }
 
