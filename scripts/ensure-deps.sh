@@ -8,6 +8,7 @@
 #   - the Apache Kafka jars (Maven Central) : scripts/kafka/pom.xml, copied once into
 #     $HOME/.cache/sluice/kafka-<version>/libs (SLUICE_TEST_KAFKA_LIBS overrides)
 #   - python3 + moto[server] (apt / pip)    : the S3 server used by tests
+#   - chromium (apt, only if missing)       : the web UI test (engine/tests/ui.rs)
 #
 # Idempotent and fast when everything is present (no network, no root needed).
 # Prints one line per thing it installs. Can be executed or sourced (it defines
@@ -48,6 +49,8 @@ sluice_ensure_deps() {
         local want=(clang libclang-dev postgresql mariadb-server redis-server)
         command -v java >/dev/null 2>&1 || want+=(openjdk-17-jre-headless)
         command -v mvn >/dev/null 2>&1 || want+=(maven)
+        # The web UI test renders the page in Debian's headless Chromium.
+        command -v chromium >/dev/null 2>&1 || want+=(chromium)
         if ! command -v python3 >/dev/null 2>&1; then
             want+=(python3 python3-pip)
         elif ! _sluice_has_moto && ! python3 -m pip --version >/dev/null 2>&1; then

@@ -202,7 +202,12 @@ fn run_mode(o: &CheckpointBenchOptions, async_checkpoints: bool) -> Result<(), S
 
 /// Runs the bench: checkpoints on their own thread, then on the scheduler thread.
 pub fn run(o: CheckpointBenchOptions) -> Result<(), String> {
-    if o.keys == 0 || o.batch_ms == 0 || o.batches < 2 || !(o.change_pct > 0.0) {
+    if o.keys == 0
+        || o.batch_ms == 0
+        || o.batches < 2
+        || o.change_pct.is_nan()
+        || o.change_pct <= 0.0
+    {
         return Err(
             "--keys, --batch-ms and --change-pct must be positive, --batches at least 2".into(),
         );

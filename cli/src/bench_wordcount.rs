@@ -20,6 +20,8 @@ pub struct WordcountOptions {
     pub checkpoint: Option<String>,
     /// Stop once no input arrived for this long (after the first input).
     pub idle: Duration,
+    /// Serve the web UI and `/metrics` here while it runs (to measure their cost).
+    pub ui: Option<String>,
 }
 
 fn now_ms() -> u64 {
@@ -78,6 +80,9 @@ pub fn run(opts: WordcountOptions) -> Result<()> {
         .with_env()?;
     if let Some(c) = &opts.checkpoint {
         conf = conf.checkpoint(c.clone());
+    }
+    if let Some(addr) = &opts.ui {
+        conf = conf.ui(addr.clone());
     }
     if (opts.stateful || opts.wal) && conf.checkpoint.is_none() {
         return Err(EngineError::Config {

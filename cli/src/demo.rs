@@ -37,6 +37,32 @@ pub struct DemoOptions {
     pub kafka_output_topic: Option<String>,
     /// At most this many records per Kafka partition per second.
     pub kafka_max_rate: Option<u64>,
+    /// Serve the web UI and `/metrics` here (`None`: no UI).
+    pub ui: Option<String>,
+    /// When the UI's port is busy, take the next free one (up to 20 further) instead
+    /// of failing.
+    pub ui_next_free_port: bool,
+}
+
+/// The demo's UI address by default.
+pub const DEFAULT_UI: &str = "127.0.0.1:4040";
+
+/// The UI addresses to try in order: none (no UI), the one asked for, or with
+/// `ui_next_free_port` that port and the 20 after it.
+fn ui_addresses(opts: &DemoOptions) -> Vec<Option<String>> {
+    let Some(addr) = &opts.ui else {
+        return vec![None];
+    };
+    let parsed = addr
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)));
+    match parsed {
+        Some((host, port)) if opts.ui_next_free_port && port != 0 => (port..=port
+            .saturating_add(20))
+            .map(|p| Some(format!("{host}:{p}")))
+            .collect(),
+        _ => vec![Some(addr.clone())],
+    }
 }
 
 impl Default for DemoOptions {
@@ -54,6 +80,8 @@ impl Default for DemoOptions {
             kafka_brokers: None,
             kafka_output_topic: None,
             kafka_max_rate: None,
+            ui: None,
+            ui_next_free_port: false,
         }
     }
 }
@@ -123,73 +151,37 @@ pub fn run(opts: DemoOptions) -> Result<()> {
             reason: "needs --kafka-brokers HOST:PORT".into(),
         });
     }
-    let conf = StreamingConf::new("sluice-demo", Duration::from_millis(opts.batch_ms))
+    let base = StreamingConf::new("sluice-demo", Duration::from_millis(opts.batch_ms))
         .checkpoint(opts.checkpoint.clone())
-        .checkpoint_interval(Duration::from_millis(opts.batch_ms * 5))
-        .with_env()?;
+        .checkpoint_interval(Duration::from_millis(opts.batch_ms * 5));
     let batches = Arc::new(AtomicU64::new(0));
-    let b2 = batches.clone();
-    let o = opts.clone();
-    let ssc = StreamingContext::get_or_create(conf, move |ssc| {
-        let lines = demo_lines(ssc, &o)?;
-        let words = lines
-            .flat_map(|l: &String| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())?
-            .map(|w: &String| (w.clone(), 1u64))?;
-        // Cumulative counts, plus which words this batch touched.
-        let counts =
-            words.update_state_by_key("word-counts", |vs: &[u64], s: Option<&(u64, bool)>| {
-                let total = s.map_or(0, |s| s.0) + vs.iter().sum::<u64>();
-                Some((total, !vs.is_empty()))
-            })?;
-        if let (Some(out), Some(brokers)) = (&o.kafka_output_topic, &o.kafka_brokers) {
-            // One transaction per batch; the sink id (hence the transactional id) is
-            // per output topic, so two demos writing different topics never fence
-            // each other.
-            let sink =
-                sluice::sinks::KafkaSink::new(brokers.clone(), out.clone(), format!("demo-{out}"));
-            counts
-                .filter(|(_, (_, touched))| *touched)?
-                .save_to_kafka(sink, |(w, (c, _)): &(String, (u64, bool))| {
-                    (w.clone(), c.to_string())
-                })?;
+    // The UI address, and with `ui_next_free_port` the next ports to try when it is busy.
+    let addresses = ui_addresses(&opts);
+    let mut attempt = 0;
+    let ssc = loop {
+        let mut conf = base.clone();
+        if let Some(addr) = &addresses[attempt] {
+            conf = conf.ui(addr.clone());
         }
-        let quiet = o.quiet;
-        let output = o.output.clone();
-        counts.foreach_batch(move |b| {
-            let mut updated: Vec<(String, u64)> = b
-                .batch
-                .iter()
-                .filter(|(_, (_, touched))| *touched)
-                .map(|(w, (c, _))| (w.clone(), *c))
-                .collect();
-            updated.sort();
-            if let Some(dir) = &output {
-                write_batch(dir, b.time, &updated)?;
+        let conf = conf.with_env()?;
+        let (o, b2) = (opts.clone(), batches.clone());
+        match StreamingContext::get_or_create(conf, move |ssc| build(ssc, &o, &b2)) {
+            Err(sluice::EngineError::Config { setting, .. })
+                if setting == "ui" && attempt + 1 < addresses.len() =>
+            {
+                attempt += 1;
             }
-            b2.fetch_add(1, Ordering::Relaxed);
-            if !quiet {
-                let total: u64 = b.batch.iter().map(|(_, (c, _))| c).sum();
-                let mut top = updated.clone();
-                top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-                let top: Vec<String> = top
-                    .iter()
-                    .take(5)
-                    .map(|(w, c)| format!("{w}={c}"))
-                    .collect();
-                println!(
-                    "batch {} ms: {} words counted so far; top: {}",
-                    b.time.0,
-                    total,
-                    top.join(" ")
-                );
-            }
-            Ok(())
-        })?;
-        Ok(())
-    })?;
+            res => break res?,
+        }
+    };
     let idle = Arc::new(IdleWatch::default());
     ssc.add_listener(idle.clone());
     ssc.start()?;
+    if let Some(addr) = ssc.ui_addr() {
+        eprintln!(
+            "sluice demo: web UI at http://{addr}/ (Prometheus metrics at http://{addr}/metrics)"
+        );
+    }
     let stop = crate::signals::stop_requested();
     let t0 = Instant::now();
     loop {
@@ -212,6 +204,65 @@ pub fn run(opts: DemoOptions) -> Result<()> {
             return ssc.stop(true);
         }
     }
+}
+
+/// Defines the demo's graph on `ssc` (on every start: `get_or_create` runs it).
+fn build(ssc: &StreamingContext, o: &DemoOptions, b2: &Arc<AtomicU64>) -> Result<()> {
+    let b2 = b2.clone();
+    let lines = demo_lines(ssc, o)?;
+    let words = lines
+        .flat_map(|l: &String| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())?
+        .map(|w: &String| (w.clone(), 1u64))?;
+    // Cumulative counts, plus which words this batch touched.
+    let counts =
+        words.update_state_by_key("word-counts", |vs: &[u64], s: Option<&(u64, bool)>| {
+            let total = s.map_or(0, |s| s.0) + vs.iter().sum::<u64>();
+            Some((total, !vs.is_empty()))
+        })?;
+    if let (Some(out), Some(brokers)) = (&o.kafka_output_topic, &o.kafka_brokers) {
+        // One transaction per batch; the sink id (hence the transactional id) is per
+        // output topic, so two demos writing different topics never fence each other.
+        let sink =
+            sluice::sinks::KafkaSink::new(brokers.clone(), out.clone(), format!("demo-{out}"));
+        counts
+            .filter(|(_, (_, touched))| *touched)?
+            .save_to_kafka(sink, |(w, (c, _)): &(String, (u64, bool))| {
+                (w.clone(), c.to_string())
+            })?;
+    }
+    let quiet = o.quiet;
+    let output = o.output.clone();
+    counts.foreach_batch(move |b| {
+        let mut updated: Vec<(String, u64)> = b
+            .batch
+            .iter()
+            .filter(|(_, (_, touched))| *touched)
+            .map(|(w, (c, _))| (w.clone(), *c))
+            .collect();
+        updated.sort();
+        if let Some(dir) = &output {
+            write_batch(dir, b.time, &updated)?;
+        }
+        b2.fetch_add(1, Ordering::Relaxed);
+        if !quiet {
+            let total: u64 = b.batch.iter().map(|(_, (c, _))| c).sum();
+            let mut top = updated.clone();
+            top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            let top: Vec<String> = top
+                .iter()
+                .take(5)
+                .map(|(w, c)| format!("{w}={c}"))
+                .collect();
+            println!(
+                "batch {} ms: {} words counted so far; top: {}",
+                b.time.0,
+                total,
+                top.join(" ")
+            );
+        }
+        Ok(())
+    })?;
+    Ok(())
 }
 
 /// Writes `DIR/batch-<ms>` atomically: the counts the batch updated, one `word count`

@@ -74,6 +74,13 @@ enum Command {
         /// At most this many records per Kafka partition per second of batch.
         #[arg(long)]
         kafka_max_rate_per_partition: Option<u64>,
+        /// Serve the web UI and Prometheus /metrics at this address (default
+        /// 127.0.0.1:4040, or the next free port after it when that one is busy).
+        #[arg(long, value_name = "ADDR")]
+        ui: Option<String>,
+        /// No web UI.
+        #[arg(long, conflicts_with = "ui")]
+        no_ui: bool,
     },
     /// Restart a driver when it dies (non-zero exit or a signal), with backoff; forward
     /// SIGTERM/SIGINT for a graceful stop; exit with the driver's status.
@@ -129,6 +136,9 @@ enum BenchWhat {
         /// Stop after the source has been idle this many seconds.
         #[arg(long, default_value_t = 2.0)]
         idle_secs: f64,
+        /// Serve the web UI and /metrics at this address while it runs (off by default).
+        #[arg(long, value_name = "ADDR")]
+        ui: Option<String>,
     },
     /// Restart-to-first-completed-batch after SIGKILL with N keys of state.
     Restart {
@@ -251,7 +261,11 @@ where
             kafka_brokers,
             kafka_output_topic,
             kafka_max_rate_per_partition,
+            ui,
+            no_ui,
         } => demo::run(demo::DemoOptions {
+            ui_next_free_port: ui.is_none(),
+            ui: (!no_ui).then(|| ui.unwrap_or_else(|| demo::DEFAULT_UI.to_owned())),
             checkpoint,
             output,
             batch_ms,
@@ -326,6 +340,7 @@ where
                     wal,
                     checkpoint,
                     idle_secs,
+                    ui,
                 },
         } => (|| -> Result<(), String> {
             let (host, port) = socket
@@ -342,6 +357,7 @@ where
                 wal,
                 checkpoint,
                 idle: std::time::Duration::from_secs_f64(idle_secs),
+                ui,
             })
             .map_err(|e| e.to_string())
         })(),

@@ -81,7 +81,7 @@ pub mod sinks;
 pub mod sources;
 
 pub use error::{EngineError, Result};
-pub use observe::listener::{BatchInfo, StreamingListener};
+pub use observe::listener::{BatchInfo, BatchKind, CheckpointInfo, RestoreInfo, StreamingListener};
 pub use ops::dstream::{stable_hash, DStream};
 pub use ops::output::BatchContext;
 pub use ops::state::{MapWithStateDStream, State, StateSpec};

@@ -47,6 +47,7 @@
 use std::io;
 use std::net::{Ipv4Addr, TcpListener};
 
+pub mod http;
 pub mod kafka;
 pub mod mariadb;
 pub mod moto;

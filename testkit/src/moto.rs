@@ -267,7 +267,7 @@ fn answers_http(port: u16) -> bool {
     s.read_exact(&mut buf).is_ok() && &buf == b"HTTP/"
 }
 
-fn parse_response(raw: &[u8]) -> io::Result<HttpResponse> {
+pub(crate) fn parse_response(raw: &[u8]) -> io::Result<HttpResponse> {
     let bad = |msg: &str| io::Error::new(io::ErrorKind::InvalidData, msg.to_owned());
     let split = raw
         .windows(4)

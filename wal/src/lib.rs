@@ -59,6 +59,7 @@ pub mod inspect;
 mod local;
 mod object;
 pub mod objio;
+pub mod stats;
 mod typed;
 mod wal;
 

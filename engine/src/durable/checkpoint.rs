@@ -4,6 +4,7 @@
 //! atomically; only then cleanup of what no retained checkpoint references.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use sluice_checkpoint::snapshot::{SnapshotRef, StateSnapshots};
@@ -14,6 +15,7 @@ use sluice_recovery::resolve::CheckpointView;
 use sluice_wal::Lsn;
 
 use super::{ckpt_err, snapshot_operator_name, DriverStore};
+use crate::observe::listener::{CheckpointInfo, StreamingListener};
 use crate::runtime::graph::{AnyNode, ExecutionEnv};
 use crate::runtime::io::Input;
 use crate::{BatchTime, EngineError, Result};
@@ -228,6 +230,15 @@ pub(crate) fn input_keys(graph: &[NodeInfo]) -> Vec<String> {
         .collect()
 }
 
+/// What writing a checkpoint wrote (for listeners: the UI's checkpoint history).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CheckpointWritten {
+    /// Bytes of state snapshot files and of the metadata checkpoint.
+    pub bytes: u64,
+    /// Every state snapshot was written whole.
+    pub full: bool,
+}
+
 /// What a checkpoint of batch `t` holds, taken from the running job on the scheduler
 /// thread (state entries encoded, memos, input positions); written afterwards.
 struct Captured {
@@ -244,11 +255,17 @@ struct Captured {
 }
 
 impl DriverStore {
+    /// Where the metadata checkpoint of batch `t` is published.
+    pub(crate) fn checkpoint_location(&self, t: BatchTime) -> String {
+        self.store.object_path(&CheckpointId(t.0).file_name())
+    }
+
     /// Checkpoints batch `t` (after it completed). The job's state at `t` is taken
     /// now, on the scheduler thread; it is written on a checkpoint thread while the next
     /// batches run: state snapshots first, then the metadata checkpoint naming them,
     /// then cleanup of what nothing references. One checkpoint is written at a time:
-    /// this waits for the previous one, and its error fails this batch.
+    /// this waits for the previous one, and its error fails this batch. `listeners`
+    /// hear of it once it is written (or failed).
     pub(crate) fn checkpoint(
         self: &Arc<Self>,
         t: BatchTime,
@@ -256,17 +273,48 @@ impl DriverStore {
         app_name: &str,
         nodes: &[Arc<dyn AnyNode>],
         inputs: &[Arc<dyn Input>],
+        listeners: &[Arc<dyn StreamingListener>],
     ) -> Result<()> {
         self.finish_checkpoint()?;
-        let captured = self.capture(t, env, app_name, nodes, inputs)?;
+        let (started_at_ms, took) = (crate::runtime::context::now_ms(), Instant::now());
+        let report = move |me: &DriverStore,
+                           res: Result<CheckpointWritten>,
+                           listeners: &[Arc<dyn StreamingListener>]| {
+            let mut info = CheckpointInfo {
+                time: t,
+                started_at_ms,
+                duration: took.elapsed(),
+                bytes: 0,
+                full: true,
+                location: me.checkpoint_location(t),
+                error: None,
+            };
+            match &res {
+                Ok(w) => (info.bytes, info.full) = (w.bytes, w.full),
+                Err(e) => info.error = Some(e.to_string()),
+            }
+            for l in listeners {
+                l.on_checkpoint(&info);
+            }
+            res.map(drop)
+        };
+        let captured = match self.capture(t, env, app_name, nodes, inputs) {
+            Ok(c) => c,
+            Err(e) => return report(self, Err(e), listeners),
+        };
         if !self.async_checkpoints {
-            return self.write_captured(captured, inputs);
+            let res = self.write_captured(captured, inputs);
+            return report(self, res, listeners);
         }
         let me = self.clone();
         let inputs = inputs.to_vec();
+        let listeners = listeners.to_vec();
         let handle = std::thread::Builder::new()
             .name("sluice-checkpoint".into())
-            .spawn(move || me.write_captured(captured, &inputs))
+            .spawn(move || {
+                let res = me.write_captured(captured, &inputs);
+                report(&me, res, &listeners)
+            })
             .map_err(|e| EngineError::Io {
                 what: "starting the checkpoint thread".into(),
                 source: e,
@@ -334,8 +382,9 @@ impl DriverStore {
 
     /// Writes a captured checkpoint: state snapshots, then the metadata checkpoint, then
     /// cleanup.
-    fn write_captured(&self, c: Captured, inputs: &[Arc<dyn Input>]) -> Result<()> {
+    fn write_captured(&self, c: Captured, inputs: &[Arc<dyn Input>]) -> Result<CheckpointWritten> {
         let id = CheckpointId(c.t.0);
+        let (mut bytes, mut full) = (0u64, true);
         let mut states = Vec::new();
         // The bases taken out are put back, renewed, only once this checkpoint is
         // published: after a failure the next snapshot of each operator is full.
@@ -348,11 +397,23 @@ impl DriverStore {
         let mut new_bases = Vec::new();
         for (name, entries) in c.states {
             let prefix = snapshot_operator_name(&name);
-            let snaps =
-                StateSnapshots::new(self.store.clone(), &prefix, crate::durable::snapshot_options())
-                    .map_err(ckpt_err)?;
+            let snaps = StateSnapshots::new(
+                self.store.clone(),
+                &prefix,
+                crate::durable::snapshot_options(),
+            )
+            .map_err(ckpt_err)?;
             // Rule: the snapshot is durable before the checkpoint that names it.
             let (manifest, base) = write_snapshot(&snaps, id, entries, bases.remove(&prefix))?;
+            // What this checkpoint wrote: its own layer (a delta's manifest also names
+            // its base's files, written before).
+            let own = format!("{:020}", id.0);
+            bytes += manifest
+                .files()
+                .filter(|f| f.name.contains(&own))
+                .map(|f| f.len)
+                .sum::<u64>();
+            full &= manifest.delta_count() == 0;
             new_bases.push((prefix.clone(), base));
             crate::failpoints::point("mid-checkpoint");
             states.push(StateRef {
@@ -375,9 +436,9 @@ impl DriverStore {
         };
         // Rule: the metadata checkpoint is published atomically (the store writes temp,
         // fsyncs, renames, fsyncs the directory, or puts a new object conditionally).
-        self.store
-            .put_checkpoint(id, &crate::runtime::graph::encode(&data)?)
-            .map_err(ckpt_err)?;
+        let payload = crate::runtime::graph::encode(&data)?;
+        bytes += payload.len() as u64;
+        self.store.put_checkpoint(id, &payload).map_err(ckpt_err)?;
         self.snapshot_bases
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -386,7 +447,7 @@ impl DriverStore {
         if let Err(e) = self.cleanup(&data.graph, inputs) {
             tracing::warn!(error = %e, "cleanup stopped; nothing more is deleted until the next checkpoint");
         }
-        Ok(())
+        Ok(CheckpointWritten { bytes, full })
     }
 
     /// Deletes checkpoints past retention, then the snapshots, driver-log segments and
@@ -426,9 +487,13 @@ impl DriverStore {
                 .filter(|s| &s.snapshots == prefix)
                 .map(|s| s.reference)
                 .collect();
-            StateSnapshots::new(self.store.clone(), prefix, crate::durable::snapshot_options())
-                .and_then(|s| s.gc(&refs))
-                .map_err(ckpt_err)?;
+            StateSnapshots::new(
+                self.store.clone(),
+                prefix,
+                crate::durable::snapshot_options(),
+            )
+            .and_then(|s| s.gc(&refs))
+            .map_err(ckpt_err)?;
         }
         let Some(oldest) = oldest else {
             return Ok(());

@@ -184,12 +184,16 @@ fn check_state(
         keys: None,
         problem: None,
     };
-    let res = StateSnapshots::new(store.clone(), &state.snapshots, crate::durable::snapshot_options())
-        .and_then(|s| {
-            let m = s.read_manifest(r)?;
-            row.layers = m.layers.len();
-            s.restore(&m)
-        });
+    let res = StateSnapshots::new(
+        store.clone(),
+        &state.snapshots,
+        crate::durable::snapshot_options(),
+    )
+    .and_then(|s| {
+        let m = s.read_manifest(r)?;
+        row.layers = m.layers.len();
+        s.restore(&m)
+    });
     match res {
         Ok(state) => row.keys = Some(state.len()),
         Err(e) => {

@@ -113,6 +113,23 @@ impl StreamingContext {
             tracing::info!(location = %store.location, checkpoint = t.0, "restored from checkpoint");
         }
         tracing::info!("restart: {}", resume.summary());
+        let info = crate::observe::listener::RestoreInfo {
+            checkpoint: resume.checkpoint,
+            location: resume
+                .checkpoint
+                .map_or_else(|| store.location.clone(), |t| store.checkpoint_location(t)),
+            skipped: resume
+                .skipped
+                .iter()
+                .map(|s| (s.time, s.reason.clone()))
+                .collect(),
+            replayed_batches: resume.replay.len() as u64,
+            caught_up_batches: resume.catch_up.len() as u64,
+            decision: resume.summary(),
+        };
+        for l in self.inner.listeners() {
+            l.on_restore(&info);
+        }
         *store.plan.lock().unwrap_or_else(|e| e.into_inner()) = Some(*resume);
         Ok(())
     }
@@ -280,7 +297,11 @@ fn read_states(
                     path: format!("checkpoint of batch {}", d.time.0),
                     hint: format!("it names no snapshot of operator {name:?}"),
                 })?;
-        let snaps = StateSnapshots::new(store.clone(), &s.snapshots, crate::durable::snapshot_options())?;
+        let snaps = StateSnapshots::new(
+            store.clone(),
+            &s.snapshots,
+            crate::durable::snapshot_options(),
+        )?;
         let manifest = snaps.read_manifest(s.reference)?;
         out.push(snaps.restore(&manifest)?.into_iter().collect());
     }

@@ -31,6 +31,9 @@ use crate::{EngineError, Result};
 /// | `SLUICE_RECEIVER_MAX_RECORD_BYTES` | `receiver_max_record_bytes` | `1MiB` |
 /// | `SLUICE_WAL_RECOVERY_MODE` | `wal_recovery_mode` | `tolerate-torn-tail`, `point-in-time`, `absolute-consistency` |
 /// | `SLUICE_ASYNC_CHECKPOINTS` | `async_checkpoints` | `true` (default), `false` |
+/// | `SLUICE_UI` | `ui` (address of the web UI and `/metrics`; empty or `off`: none) | `127.0.0.1:4040` |
+/// | `SLUICE_UI_RETAINED_BATCHES` | `ui_retained_batches` | `1000` |
+/// | `SLUICE_UI_RETAINED_CHECKPOINTS` | `ui_retained_checkpoints` | `100` |
 #[derive(Debug, Clone, PartialEq)]
 pub struct StreamingConf {
     /// A name for logs and the listener.
@@ -90,6 +93,13 @@ pub struct StreamingConf {
     /// receiver WALs (`None`: the process's default, the real disk): a test runs a job
     /// on a simulated disk and cuts its power.
     pub file_system: Option<FileSystemHandle>,
+    /// Where to serve the web UI, the `/api/*` JSON and Prometheus `/metrics`
+    /// (`host:port`; port 0 picks a free one; `None`: no UI). Needs the `ui` feature.
+    pub ui: Option<String>,
+    /// How many of the latest batches the UI keeps (Spark's `retainedBatches`).
+    pub ui_retained_batches: usize,
+    /// How many of the latest checkpoints the UI keeps.
+    pub ui_retained_checkpoints: usize,
 }
 
 /// A [`sluice_wal::fs::FileSystem`] a context runs on; equal when it is the same one.
@@ -135,7 +145,25 @@ impl StreamingConf {
             wal_recovery_mode: sluice_wal::RecoveryMode::TolerateTornTail,
             async_checkpoints: true,
             file_system: None,
+            ui: None,
+            ui_retained_batches: 1000,
+            ui_retained_checkpoints: 100,
         }
+    }
+
+    /// Serves the web UI, `/api/*` and `/metrics` at `addr` (`127.0.0.1:4040`; port 0
+    /// picks a free port, see [`StreamingContext::ui_addr`](crate::StreamingContext::ui_addr)).
+    /// Bind to loopback unless the UI must be reachable from elsewhere: it has no
+    /// authentication (it is read-only and masks secrets).
+    pub fn ui(mut self, addr: impl Into<String>) -> Self {
+        self.ui = Some(addr.into());
+        self
+    }
+
+    /// Sets how many of the latest batches the UI keeps.
+    pub fn ui_retained_batches(mut self, n: usize) -> Self {
+        self.ui_retained_batches = n;
+        self
     }
 
     /// Runs this context's local checkpoint directory, driver log and receiver WALs on
@@ -256,20 +284,14 @@ impl StreamingConf {
                 "SLUICE_APP_NAME" => self.app_name = v,
                 "SLUICE_BATCH_INTERVAL" => self.batch_interval = parse_duration(&v).map_err(bad)?,
                 "SLUICE_BLOCK_INTERVAL" => self.block_interval = parse_duration(&v).map_err(bad)?,
-                "SLUICE_PARALLELISM" => {
-                    self.parallelism = v
-                        .parse()
-                        .map_err(|_| bad(format!("{v:?} is not a whole number")))?
-                }
+                "SLUICE_PARALLELISM" => self.parallelism = parse_count(&v).map_err(bad)?,
                 "SLUICE_CHECKPOINT" => self.checkpoint = (!v.is_empty()).then_some(v),
                 "SLUICE_CHECKPOINT_INTERVAL" => {
                     self.checkpoint_interval = Some(parse_duration(&v).map_err(bad)?)
                 }
                 "SLUICE_RECEIVER_WAL" => self.receiver_wal = parse_bool(&v).map_err(bad)?,
                 "SLUICE_RECEIVER_MAX_RATE" => {
-                    let n: u64 = v
-                        .parse()
-                        .map_err(|_| bad(format!("{v:?} is not a whole number")))?;
+                    let n: u64 = parse_count(&v).map_err(bad)?;
                     self.receiver_max_rate = (n > 0).then_some(n);
                 }
                 "SLUICE_BACKPRESSURE" => self.backpressure = parse_bool(&v).map_err(bad)?,
@@ -302,9 +324,7 @@ impl StreamingConf {
                     }
                 }
                 "SLUICE_BACKPRESSURE_INITIAL_RATE" => {
-                    let n: u64 = v
-                        .parse()
-                        .map_err(|_| bad(format!("{v:?} is not a whole number")))?;
+                    let n: u64 = parse_count(&v).map_err(bad)?;
                     self.backpressure_initial_rate = (n > 0).then_some(n);
                 }
                 "SLUICE_BACKPRESSURE_PID_PROPORTIONAL" => {
@@ -321,6 +341,15 @@ impl StreamingConf {
                 }
                 "SLUICE_RECEIVER_RESTART_DELAY" => {
                     self.receiver_restart_delay = parse_duration(&v).map_err(bad)?
+                }
+                "SLUICE_UI" => {
+                    self.ui = (!v.is_empty() && v != "off").then_some(v);
+                }
+                "SLUICE_UI_RETAINED_BATCHES" => {
+                    self.ui_retained_batches = parse_count(&v).map_err(bad)?;
+                }
+                "SLUICE_UI_RETAINED_CHECKPOINTS" => {
+                    self.ui_retained_checkpoints = parse_count(&v).map_err(bad)?;
                 }
                 "SLUICE_RECEIVER_MAX_BUFFERED" => {
                     let n = parse_bytes(&v).map_err(bad)?;
@@ -386,6 +415,18 @@ impl StreamingConf {
         self.backpressure_pid.validate()?;
         if self.parallelism == 0 {
             return bad("parallelism", "must be at least 1".into());
+        }
+        if self.ui_retained_batches == 0 || self.ui_retained_checkpoints == 0 {
+            return bad(
+                "ui_retained_batches",
+                "the UI must keep at least 1 batch and 1 checkpoint".into(),
+            );
+        }
+        if self.ui.is_some() && !cfg!(feature = "ui") {
+            return bad(
+                "ui",
+                "this build of sluice has no web UI (build it with the `ui` feature)".into(),
+            );
         }
         if let Some(ci) = self.checkpoint_interval {
             let (c, b) = (ci.as_millis(), self.batch_interval.as_millis());
@@ -457,6 +498,11 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
     };
     n.checked_mul(mult)
         .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+fn parse_count<N: std::str::FromStr>(s: &str) -> Result<N, String> {
+    s.parse()
+        .map_err(|_| format!("{s:?} is not a whole number"))
 }
 
 fn parse_f64(s: &str) -> Result<f64, String> {

@@ -52,6 +52,9 @@ pub(crate) struct CtxInner {
     pub(super) done: Condvar,
     pub(super) stop: AtomicBool,
     pub(super) graceful: AtomicBool,
+    /// The web UI, when `StreamingConf::ui` is set (stops when the context is dropped).
+    #[cfg(feature = "ui")]
+    pub(crate) ui: Option<crate::observe::ui::UiServer>,
 }
 
 impl std::fmt::Debug for CtxInner {
@@ -84,6 +87,34 @@ impl CtxInner {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// What each input reports about itself now, in definition order.
+    pub(crate) fn input_statuses(&self) -> Vec<crate::observe::InputStatus> {
+        let inputs = self.state().inputs.clone();
+        inputs.iter().map(|i| i.status()).collect()
+    }
+
+    /// `defining`, `running`, `stopping` or `stopped` (the UI's app status).
+    #[cfg(feature = "ui")]
+    pub(crate) fn phase_name(&self) -> &'static str {
+        match self.state().phase {
+            Phase::Defining => "defining",
+            Phase::Running if self.stop.load(Ordering::SeqCst) => "stopping",
+            Phase::Running => "running",
+            Phase::Stopped => "stopped",
+        }
+    }
+
+    /// The listeners registered so far.
+    pub(crate) fn listeners(&self) -> Vec<Arc<dyn StreamingListener>> {
+        self.state().listeners.clone()
+    }
+
+    /// How many output operations the graph has.
+    #[cfg(feature = "ui")]
+    pub(crate) fn output_count(&self) -> usize {
+        self.state().outputs.len()
     }
 
     pub(crate) fn nodes_and_inputs(&self) -> (Vec<Arc<dyn AnyNode>>, Vec<Arc<dyn Input>>) {
@@ -232,8 +263,37 @@ impl StreamingContext {
             pool: Arc::new(pool),
         };
         let driver_store = crate::durable::DriverStore::open(&conf)?.map(Arc::new);
-        Ok(StreamingContext {
-            inner: Arc::new(CtxInner {
+        // Bind the UI's address first: a taken port is an error here, naming it.
+        #[cfg(feature = "ui")]
+        let ui_listener = conf
+            .ui
+            .as_deref()
+            .map(crate::observe::ui::bind)
+            .transpose()?;
+        #[cfg_attr(not(feature = "ui"), allow(unused_mut))]
+        let mut ui_error = None;
+        let inner = Arc::new_cyclic(|weak| {
+            #[cfg_attr(not(feature = "ui"), allow(unused_mut))]
+            let mut listeners: Vec<Arc<dyn StreamingListener>> = Vec::new();
+            #[cfg(feature = "ui")]
+            let ui =
+                ui_listener.and_then(
+                    |l| match crate::observe::ui::start(l, &conf, weak.clone()) {
+                        Ok((server, state)) => {
+                            listeners.push(state);
+                            Some(server)
+                        }
+                        Err(e) => {
+                            ui_error = Some(e);
+                            None
+                        }
+                    },
+                );
+            #[cfg(not(feature = "ui"))]
+            let _ = weak;
+            CtxInner {
+                #[cfg(feature = "ui")]
+                ui,
                 conf,
                 env,
                 driver_store: Mutex::new(driver_store),
@@ -243,15 +303,28 @@ impl StreamingContext {
                     registry: Registry::default(),
                     inputs: Vec::new(),
                     outputs: Vec::new(),
-                    listeners: Vec::new(),
+                    listeners,
                     scheduler: None,
                     result: None,
                 }),
                 done: Condvar::new(),
                 stop: AtomicBool::new(false),
                 graceful: AtomicBool::new(false),
-            }),
-        })
+            }
+        });
+        if let Some(e) = ui_error {
+            return Err(e);
+        }
+        Ok(StreamingContext { inner })
+    }
+
+    /// Where the web UI serves (`http://{addr}/`), when `StreamingConf::ui` is set: the
+    /// real port when port 0 was asked for.
+    pub fn ui_addr(&self) -> Option<std::net::SocketAddr> {
+        #[cfg(feature = "ui")]
+        return self.inner.ui.as_ref().map(|u| u.addr());
+        #[cfg(not(feature = "ui"))]
+        None
     }
 
     /// The configuration.
@@ -266,8 +339,7 @@ impl StreamingContext {
 
     /// What each input reports about itself now, in definition order.
     pub fn input_statuses(&self) -> Vec<crate::observe::InputStatus> {
-        let inputs = self.inner.state().inputs.clone();
-        inputs.iter().map(|i| i.status()).collect()
+        self.inner.input_statuses()
     }
 
     /// The graph: every node's descriptor, in definition order.

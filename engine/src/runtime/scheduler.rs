@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::observe::listener::{BatchInfo, StreamingListener};
+use crate::observe::listener::{BatchInfo, BatchKind, StreamingListener};
 use crate::runtime::context::{now_ms, CtxInner};
 use crate::runtime::graph::{AnyNode, ExecutionEnv};
 use crate::runtime::io::{Input, Output};
@@ -42,6 +42,7 @@ fn run_batches(inner: &Arc<CtxInner>, env: &ExecutionEnv) -> Result<()> {
         input_keys: crate::durable::input_keys(
             &nodes.iter().map(|n| n.info().clone()).collect::<Vec<_>>(),
         ),
+        input_names: inputs.iter().map(|i| i.status().name).collect(),
     };
     let mut t = env.zero.plus(env.batch);
     // How far batch times run ahead of the clock: zero, except after a restart whose
@@ -58,10 +59,10 @@ fn run_batches(inner: &Arc<CtxInner>, env: &ExecutionEnv) -> Result<()> {
         // then the batch times the clock passed while the driver was down.
         let listeners = inner.state().listeners.clone();
         for (time, plans) in &plan.replay {
-            runner.run_batch(*time, Some(plans), &listeners)?;
+            runner.run_batch(*time, Some(plans), BatchKind::Replay, &listeners)?;
         }
         for time in &plan.catch_up {
-            runner.run_batch(*time, None, &listeners)?;
+            runner.run_batch(*time, None, BatchKind::CatchUp, &listeners)?;
         }
         t = plan.next;
         let now = now_ms();
@@ -116,7 +117,7 @@ fn run_batches(inner: &Arc<CtxInner>, env: &ExecutionEnv) -> Result<()> {
                 return Ok(());
             }
         }
-        runner.run_batch(t, None, &listeners)?;
+        runner.run_batch(t, None, BatchKind::Live, &listeners)?;
         t = t.plus(env.batch);
     }
 }
@@ -130,6 +131,9 @@ struct BatchRunner<'a> {
     app_name: &'a str,
     /// The inputs' stable keys, in input order.
     input_keys: Vec<String>,
+    /// The inputs' names for listeners (as their `InputStatus` names them), in input
+    /// order.
+    input_names: Vec<String>,
 }
 
 impl BatchRunner<'_> {
@@ -139,6 +143,7 @@ impl BatchRunner<'_> {
         &self,
         t: BatchTime,
         replay: Option<&[(usize, Vec<u8>)]>,
+        kind: BatchKind,
         listeners: &[Arc<dyn StreamingListener>],
     ) -> Result<u64> {
         let env = self.env;
@@ -146,12 +151,17 @@ impl BatchRunner<'_> {
         let _g = span.enter();
         let submitted = Instant::now();
         let mut records = 0;
+        let mut input_records = Vec::with_capacity(self.inputs.len());
         for (i, input) in self.inputs.iter().enumerate() {
             let logged = replay.and_then(|p| p.iter().find(|(input, _)| *input == i));
-            records += match logged {
+            let n = match logged {
                 Some((_, plan)) => input.replay(t, plan, env)?,
                 None => input.allocate(t, env)?,
             };
+            records += n;
+            if !listeners.is_empty() {
+                input_records.push((self.input_names[i].clone(), n));
+            }
         }
         if let (Some(d), None) = (self.store, replay) {
             // Each plan under its input's stable key (see sluice_recovery::identity).
@@ -175,6 +185,8 @@ impl BatchRunner<'_> {
             records,
             scheduling_delay: Duration::from_millis(now_ms().saturating_sub(t.0)),
             processing_delay: None,
+            kind,
+            input_records,
         };
         for l in listeners {
             l.on_batch_submitted(&info);
@@ -182,11 +194,19 @@ impl BatchRunner<'_> {
         }
         let started = Instant::now();
         for out in self.outputs {
-            out.run(t, env).map_err(|e| EngineError::Batch {
-                time: t,
-                output: out.describe(),
-                cause: Box::new(e),
-            })?;
+            if let Err(e) = out.run(t, env) {
+                let e = EngineError::Batch {
+                    time: t,
+                    output: out.describe(),
+                    cause: Box::new(e),
+                };
+                info.processing_delay = Some(started.elapsed());
+                let error = e.to_string();
+                for l in listeners {
+                    l.on_batch_failed(&info, &error);
+                }
+                return Err(e);
+            }
         }
         info.processing_delay = Some(started.elapsed());
         // A window reads its parent's past batches: compute them now, before the inputs
@@ -197,7 +217,7 @@ impl BatchRunner<'_> {
         if let Some(d) = self.store {
             d.completed(t)?;
             if d.due(t, env) {
-                d.checkpoint(t, env, self.app_name, self.nodes, self.inputs)?;
+                d.checkpoint(t, env, self.app_name, self.nodes, self.inputs, listeners)?;
             }
         }
         for n in self.nodes {

@@ -453,6 +453,8 @@ mod tests {
             records: 1_000_000,
             scheduling_delay: Duration::from_millis(sched_ms),
             processing_delay: Some(Duration::from_millis(proc_ms)),
+            kind: crate::observe::listener::BatchKind::Live,
+            input_records: Vec::new(),
         };
         records.lock().unwrap().insert(BatchTime(1_000), 1_000);
         records.lock().unwrap().insert(BatchTime(2_000), 1_000);

@@ -193,11 +193,15 @@ impl Wal {
         // Rule: a record is acknowledged only after the commit that holds it returned,
         // and, under PerAppend/GroupCommit, after that commit's fsync (storage.commit
         // syncs the data, and the directory when it created a segment).
+        let bytes: u64 = chunks.iter().map(|c| c.bytes.len() as u64).sum();
         let res = if chunks.is_empty() {
             Ok(())
         } else {
             self.inner.storage.commit(chunks, sync)
         };
+        if res.is_ok() && bytes > 0 {
+            crate::stats::committed(bytes, sync);
+        }
         let mut st = lock(&self.inner.state);
         st.leader = false;
         match res {
@@ -258,6 +262,7 @@ impl Wal {
         let mut st = lock(&self.inner.state);
         match res {
             Ok(()) => {
+                crate::stats::committed(0, true);
                 st.durable = st.durable.max(target);
                 Ok(())
             }
