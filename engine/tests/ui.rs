@@ -209,10 +209,12 @@ fn endpoints_follow_a_running_job_and_match_the_listener() {
     assert!(!told.is_empty());
     let list = checkpoints.as_array().unwrap();
     assert_eq!(list.len(), told.len());
+    // The first snapshot of a run is full, the next ones incremental.
+    assert!(told[0].full, "{told:?}");
     for (c, t) in list.iter().zip(&told) {
         assert_eq!(c["id"], t.time.0);
         assert_eq!(c["status"], "completed");
-        assert_eq!(c["kind"], "full");
+        assert_eq!(c["kind"], if t.full { "full" } else { "incremental" });
         assert_eq!(c["bytes"], t.bytes);
         assert!(t.bytes > 0);
         assert_eq!(c["duration_ms"], t.duration.as_millis() as u64);
