@@ -165,22 +165,22 @@ fn code_spans(sql: &str) -> Vec<(usize, usize, bool)> {
     let mut spans = Vec::new();
     let (mut i, mut start) = (0, 0);
     while i < b.len() {
-        let close: Option<&[u8]> = match b[i] {
-            b'\'' => Some(b"'"),
-            b'"' => Some(b"\""),
-            b'`' => Some(b"`"),
-            b'-' if b.get(i + 1) == Some(&b'-') => Some(b"\n"),
-            b'/' if b.get(i + 1) == Some(&b'*') => Some(b"*/"),
-            _ => None,
-        };
-        let Some(close) = close else {
-            i += 1;
-            continue;
+        // What opens a literal or comment here (its length) and what closes it.
+        let (open, close) = match b[i] {
+            b'\'' => (1, "'"),
+            b'"' => (1, "\""),
+            b'`' => (1, "`"),
+            b'-' if b.get(i + 1) == Some(&b'-') => (2, "\n"),
+            b'/' if b.get(i + 1) == Some(&b'*') => (2, "*/"),
+            _ => {
+                i += 1;
+                continue;
+            }
         };
         spans.push((start, i, true));
-        let from = i + 1;
+        let from = i + open;
         let end = sql[from..]
-            .find(std::str::from_utf8(close).unwrap_or("\u{0}"))
+            .find(close)
             .map_or(b.len(), |k| from + k + close.len());
         spans.push((i, end, false));
         i = end;
@@ -450,6 +450,16 @@ mod tests {
         ] {
             assert_eq!(MultiRow::parse(sql, Placeholders::Dollar), None, "{sql}");
         }
+        // `/*/` opens a comment; it does not close it.
+        let m = MultiRow::parse(
+            "INSERT INTO t(a) /*/ VALUES */ VALUES ($1)",
+            Placeholders::Dollar,
+        )
+        .unwrap();
+        assert_eq!(
+            m.statement(2),
+            "INSERT INTO t(a) /*/ VALUES */ VALUES ($1), ($2)"
+        );
         // A VALUES inside a literal or a comment is not the keyword.
         let m = MultiRow::parse(
             "INSERT INTO t(a) /* VALUES */ VALUES ($1) -- VALUES\n",
