@@ -69,7 +69,15 @@ fn read_failures_during_cleanup_never_cost_the_checkpoint_a_restart_falls_back_t
     let totals: Totals = Arc::default();
     let ssc = job(&fs, &totals);
     ssc.start().unwrap();
-    assert!(eventually(30, || checkpoints(&fs).len() as u64 > RETAINED));
+    // Retention is under way once the first checkpoint is gone again (more than
+    // `RETAINED` were written). Waiting to see `RETAINED + 1` at once instead raced with
+    // cleanup, which removes the extra one right after it is published.
+    assert!(eventually(30, || !checkpoints(&fs).is_empty()));
+    let first = checkpoints(&fs)[0].clone();
+    assert!(eventually(30, || {
+        let now = checkpoints(&fs);
+        now.len() as u64 >= RETAINED && !now.contains(&first)
+    }));
     // A cleanup round reads the `RETAINED` newest checkpoints (retention), then every
     // retained one, oldest first: fail the first read of that sweep (the oldest).
     let rounds_before = checkpoints(&fs);
