@@ -87,7 +87,14 @@ struct Held {
 }
 
 fn counter_held_at_the_gate(name: &str) -> Held {
-    let ssc = StreamingContext::new(conf(name, 8_000)).unwrap();
+    let h = start_counter(conf(name, 8_000));
+    assert!(eventually(20, || h.stored.load(Ordering::SeqCst) >= 1000));
+    h
+}
+
+/// Starts the `Counter` job with `conf`, its output behind a closed gate.
+fn start_counter(conf: StreamingConf) -> Held {
+    let ssc = StreamingContext::new(conf).unwrap();
     let stored = Arc::new(AtomicU64::new(0));
     let (s, handle) = ssc
         .receiver_stream_with_handle(Counter {
@@ -97,7 +104,6 @@ fn counter_held_at_the_gate(name: &str) -> Held {
     let gate = Arc::new(Gate::default());
     let seen = collect_behind(&s, gate.clone());
     ssc.start().unwrap();
-    assert!(eventually(20, || stored.load(Ordering::SeqCst) >= 1000));
     Held {
         ssc,
         stored,
@@ -212,4 +218,56 @@ fn a_socket_receiver_over_its_bound_stops_reading_and_the_sender_blocks() {
     for (i, l) in got.iter().enumerate() {
         assert_eq!(l, &format!("{i:099}"), "line {i} in order");
     }
+}
+
+/// The `Counter` job of [`counter_held_at_the_gate`] with the receiver WAL in `dir`,
+/// blocks read back from it (`receiver_read_back`) or kept in memory.
+fn counter_with_wal(name: &str, dir: &std::path::Path, read_back: bool) -> Held {
+    start_counter(
+        conf(name, 8_000)
+            .checkpoint(dir.to_str().unwrap())
+            .receiver_wal(true)
+            .receiver_read_back(read_back),
+    )
+}
+
+#[test]
+fn with_the_wal_read_back_intake_goes_on_while_batches_are_held_and_nothing_is_lost() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let h = counter_with_wal("bound-read-back", dir.path(), true);
+    // The first batch waits at the gate, yet the receiver stores far past its bound of
+    // 1000 records: blocks durable in the WAL leave memory, and only what the receiver
+    // has not yet written counts against the bound.
+    assert!(
+        eventually(30, || h.stored.load(Ordering::SeqCst) > 50_000),
+        "the receiver was held by its bound although its blocks are in the WAL: {:?}",
+        h.handle.status()
+    );
+    let b = h.handle.status().bytes_buffered;
+    assert!(b <= 2 * 8_000, "{b} bytes in memory, bound 8000");
+    h.gate.open();
+    h.ssc.stop(true).unwrap();
+    // Every record, read back from the WAL partition by partition, in order, once.
+    h.assert_all_processed();
+    assert_eq!(h.handle.status().bytes_buffered, 0);
+}
+
+#[test]
+fn with_the_wal_kept_in_memory_the_bound_holds_the_receiver_as_without_it() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let h = counter_with_wal("bound-no-read-back", dir.path(), false);
+    assert!(eventually(20, || h.stored.load(Ordering::SeqCst) >= 1000));
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(10));
+        assert_eq!(
+            h.stored.load(Ordering::SeqCst),
+            1000,
+            "stored past the bound while nothing was processed"
+        );
+    }
+    h.gate.open();
+    h.ssc.stop(true).unwrap();
+    h.assert_all_processed();
 }

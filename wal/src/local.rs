@@ -90,9 +90,16 @@ impl Storage for LocalStorage {
             .map_err(|e| WalError::io(self.path(seg), e))
     }
 
-    fn read_at(&self, seg: SegmentId, offset: u64, len: usize) -> Result<Vec<u8>> {
+    fn read_at_into(
+        &self,
+        seg: SegmentId,
+        offset: u64,
+        len: usize,
+        buf: &mut Vec<u8>,
+    ) -> Result<()> {
         let f = self.handle(seg)?;
-        let mut buf = vec![0u8; len];
+        buf.clear();
+        buf.resize(len, 0);
         let mut done = 0;
         while done < len {
             let n = f
@@ -104,7 +111,7 @@ impl Storage for LocalStorage {
             done += n;
         }
         buf.truncate(done);
-        Ok(buf)
+        Ok(())
     }
 
     fn commit(&self, chunks: Vec<Chunk>, sync: bool) -> Result<()> {

@@ -87,7 +87,13 @@ impl Storage for ObjectStorage {
         Ok(bytes.to_vec())
     }
 
-    fn read_at(&self, seg: SegmentId, offset: u64, len: usize) -> Result<Vec<u8>> {
+    fn read_at_into(
+        &self,
+        seg: SegmentId,
+        offset: u64,
+        len: usize,
+        buf: &mut Vec<u8>,
+    ) -> Result<()> {
         let store = self.store.clone();
         let path = self.path(seg);
         let p = path.clone();
@@ -99,7 +105,10 @@ impl Storage for ObjectStorage {
             }
             with_retry(|| store.get_range(&p, offset..end)).await
         })?;
-        Ok(res.map_err(|e| self.err(&path, e))?.to_vec())
+        let bytes = res.map_err(|e| self.err(&path, e))?;
+        buf.clear();
+        buf.extend_from_slice(&bytes);
+        Ok(())
     }
 
     fn commit(&self, chunks: Vec<Chunk>, _sync: bool) -> Result<()> {

@@ -94,8 +94,17 @@ impl<T: Data> DStream<T> {
         })
     }
 
-    /// The batch of this stream at `t` (computing it if needed).
+    /// The batch of this stream at `t` (computing it if needed), in memory.
     pub(crate) fn batch(&self, t: BatchTime, env: &ExecutionEnv) -> Result<Batch<T>> {
+        let b = self.node.get(t, env)?;
+        b.load_all(Some(&env.pool))?;
+        Ok(b)
+    }
+
+    /// Like [`DStream::batch`], for operators that go partition by partition with
+    /// [`Batch::par_map_parts`] or need only [`Batch::len`]: a stored receiver batch
+    /// stays in the WAL and is read one partition at a time.
+    pub(crate) fn batch_streamed(&self, t: BatchTime, env: &ExecutionEnv) -> Result<Batch<T>> {
         self.node.get(t, env)
     }
 
@@ -108,9 +117,9 @@ impl<T: Data> DStream<T> {
         let parent = self.clone();
         let info = self.info_for::<U>(kind, vec![self.node.info.id]);
         self.derive(info, self.slide(), move |t, env| {
-            let b = parent.batch(t, env)?;
+            let b = parent.batch_streamed(t, env)?;
             Ok(Batch::from_partitions(
-                env.par_map(b.partitions(), |p| f(p)),
+                b.par_map_parts(&env.pool, |p| f(p))?,
             ))
         })
     }
@@ -185,7 +194,9 @@ impl<T: Data> DStream<T> {
         let parent = self.clone();
         let info = self.info_for::<u64>("count", vec![self.node.info.id]);
         self.derive(info, self.slide(), move |t, env| {
-            Ok(Batch::from_vec(vec![parent.batch(t, env)?.len() as u64]))
+            Ok(Batch::from_vec(vec![
+                parent.batch_streamed(t, env)?.len() as u64
+            ]))
         })
     }
 
@@ -195,12 +206,12 @@ impl<T: Data> DStream<T> {
         let parent = self.clone();
         let info = self.info_for::<T>("reduce", vec![self.node.info.id]);
         self.derive(info, self.slide(), move |t, env| {
-            let b = parent.batch(t, env)?;
-            let partials: Vec<Option<T>> = env.par_map(b.partitions(), |p| {
+            let b = parent.batch_streamed(t, env)?;
+            let partials: Vec<Option<T>> = b.par_map_parts(&env.pool, |p| {
                 let mut it = p.iter();
                 let first = it.next()?.clone();
                 Some(it.fold(first, |acc, x| f(&acc, x)))
-            });
+            })?;
             let total = partials.into_iter().flatten().reduce(|a, b| f(&a, &b));
             Ok(Batch::from_vec(total.into_iter().collect()))
         })

@@ -51,8 +51,8 @@ impl<K: Data + Hash + Eq, V: Data> DStream<(K, V)> {
         let info = self.info_for::<(K, V)>("reduce_by_key", vec![self.node.info.id]);
         let f = Arc::new(f);
         self.derive(info, self.slide(), move |t, env| {
-            let b = parent.batch(t, env)?;
-            Ok(reduce_batch(&b, env, &*f))
+            let b = parent.batch_streamed(t, env)?;
+            reduce_batch(&b, env, &*f)
         })
     }
 
@@ -266,8 +266,8 @@ impl<T: Data> DStream<T> {
         let parent = self.clone();
         let info = self.info_for::<(K, V)>("flat_map_reduce_by_key", vec![self.node.info.id]);
         self.derive(info, self.slide(), move |t, env| {
-            let b = parent.batch(t, env)?;
-            let local = env.par_map(b.partitions(), |p| {
+            let b = parent.batch_streamed(t, env)?;
+            let local = b.par_map_parts(&env.pool, |p| {
                 let mut idx: FastMap<K, usize> = FastMap::default();
                 let mut vals: Vec<V> = Vec::new();
                 let mut sink = |q: &Q, v: V| match idx.get(q) {
@@ -281,7 +281,7 @@ impl<T: Data> DStream<T> {
                     emit(x, &mut sink);
                 }
                 in_first_seen_order(idx, vals)
-            });
+            })?;
             Ok(shuffle_and_combine(&local, env, &f))
         })
     }
@@ -334,9 +334,9 @@ pub(crate) fn reduce_batch<K: Data + Hash + Eq, V: Data>(
     b: &Batch<(K, V)>,
     env: &ExecutionEnv,
     f: &(dyn Fn(&V, &V) -> V + Send + Sync),
-) -> Batch<(K, V)> {
-    let local = env.par_map(b.partitions(), |p| combine_partition(p, f));
-    shuffle_and_combine(&local, env, f)
+) -> Result<Batch<(K, V)>> {
+    let local = b.par_map_parts(&env.pool, |p| combine_partition(p, f))?;
+    Ok(shuffle_and_combine(&local, env, f))
 }
 
 fn cogroup_partition<K: Hash + Eq + Clone, V: Clone, W: Clone>(

@@ -1,6 +1,8 @@
 //! Elements, batches and batch times.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+use crate::Result;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -14,9 +16,45 @@ pub use sluice_recovery::BatchTime;
 
 /// The data of one stream for one batch time: a set of partitions, processed in
 /// parallel. Cheap to clone (shared).
-#[derive(Debug)]
+///
+/// A receiver's batch with the receiver WAL on may be *stored*: its partitions stay in
+/// the WAL (page cache) until read, so operators that go partition by partition (map,
+/// filter, flat_map, the map side of `reduce_by_key`, `count`) read each one, use it
+/// and drop it, and a batch of any size needs memory for the partitions in flight
+/// only. Every other consumer (and every batch a user's function sees) gets the
+/// partitions loaded first.
 pub struct Batch<T> {
-    parts: Arc<Vec<Vec<T>>>,
+    parts: Arc<Parts<T>>,
+}
+
+enum Parts<T> {
+    Ready(Vec<Vec<T>>),
+    Stored(Stored<T>),
+}
+
+/// Reads partition `i` of a stored batch.
+pub(crate) type LoadPart<T> = Arc<dyn Fn(usize) -> Result<Vec<T>> + Send + Sync>;
+
+struct Stored<T> {
+    /// The number of elements of each partition (known without reading it).
+    lens: Vec<usize>,
+    load: LoadPart<T>,
+    /// Every partition, once something needed them all at once.
+    loaded: OnceLock<Vec<Vec<T>>>,
+}
+
+impl<T> std::fmt::Debug for Batch<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (kind, parts) = match &*self.parts {
+            Parts::Ready(p) => ("ready", p.len()),
+            Parts::Stored(s) => ("stored", s.lens.len()),
+        };
+        f.debug_struct("Batch")
+            .field("kind", &kind)
+            .field("partitions", &parts)
+            .field("len", &self.len())
+            .finish()
+    }
 }
 
 impl<T> Clone for Batch<T> {
@@ -29,9 +67,7 @@ impl<T> Clone for Batch<T> {
 
 impl<T> Default for Batch<T> {
     fn default() -> Self {
-        Batch {
-            parts: Arc::new(Vec::new()),
-        }
+        Self::from_partitions(Vec::new())
     }
 }
 
@@ -39,7 +75,7 @@ impl<T> Batch<T> {
     /// A batch of the given partitions.
     pub fn from_partitions(parts: Vec<Vec<T>>) -> Self {
         Batch {
-            parts: Arc::new(parts),
+            parts: Arc::new(Parts::Ready(parts)),
         }
     }
 
@@ -48,24 +84,125 @@ impl<T> Batch<T> {
         Self::from_partitions(vec![v])
     }
 
+    /// A stored batch: partition `i` holds `lens[i]` elements and `load(i)` reads them.
+    pub(crate) fn stored(lens: Vec<usize>, load: LoadPart<T>) -> Self {
+        Batch {
+            parts: Arc::new(Parts::Stored(Stored {
+                lens,
+                load,
+                loaded: OnceLock::new(),
+            })),
+        }
+    }
+
+    /// The partitions, if they are in memory (always, except for a stored batch no
+    /// one loaded yet).
+    fn in_memory(&self) -> Option<&[Vec<T>]> {
+        match &*self.parts {
+            Parts::Ready(p) => Some(p),
+            Parts::Stored(s) => s.loaded.get().map(Vec::as_slice),
+        }
+    }
+
     /// The partitions.
+    ///
+    /// The engine loads a stored batch (see the type's docs) before anything outside
+    /// the partition-by-partition operators sees it, so this never reads; were it to,
+    /// a read error would panic, naming the error.
     pub fn partitions(&self) -> &[Vec<T>] {
-        &self.parts
+        if let Some(p) = self.in_memory() {
+            return p;
+        }
+        if let Err(e) = self.load_in_order() {
+            panic!("a stored batch could not be read: {e}");
+        }
+        self.in_memory().unwrap_or(&[])
+    }
+
+    /// Reads every partition of a stored batch into memory, one after the other.
+    fn load_in_order(&self) -> Result<()> {
+        if let Parts::Stored(s) = &*self.parts {
+            if s.loaded.get().is_none() {
+                let parts = (0..s.lens.len())
+                    .map(|i| (s.load)(i))
+                    .collect::<Result<_>>()?;
+                let _ = s.loaded.set(parts);
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads every partition of a stored batch into memory (on `pool`, in parallel,
+    /// when given), once; nothing for a batch already in memory.
+    pub(crate) fn load_all(&self, pool: Option<&rayon::ThreadPool>) -> Result<()>
+    where
+        T: Send + Sync,
+    {
+        let (Parts::Stored(s), Some(pool)) = (&*self.parts, pool) else {
+            return self.load_in_order();
+        };
+        if s.loaded.get().is_none() {
+            use rayon::prelude::*;
+            let parts = pool.install(|| {
+                (0..s.lens.len())
+                    .into_par_iter()
+                    .map(|i| (s.load)(i))
+                    .collect::<Result<Vec<Vec<T>>>>()
+            })?;
+            let _ = s.loaded.set(parts);
+        }
+        Ok(())
+    }
+
+    /// `f` over every partition on `pool`, in parallel; a stored batch not in memory is
+    /// read partition by partition, each dropped once `f` returns.
+    pub(crate) fn par_map_parts<U: Send>(
+        &self,
+        pool: &rayon::ThreadPool,
+        f: impl Fn(&[T]) -> U + Sync + Send,
+    ) -> Result<Vec<U>>
+    where
+        T: Send + Sync,
+    {
+        use rayon::prelude::*;
+        if let Some(p) = self.in_memory() {
+            return Ok(pool.install(|| p.par_iter().map(|x| f(x)).collect()));
+        }
+        let Parts::Stored(s) = &*self.parts else {
+            return Ok(Vec::new());
+        };
+        pool.install(|| {
+            (0..s.lens.len())
+                .into_par_iter()
+                .map(|i| (s.load)(i).map(|p| f(&p)))
+                .collect()
+        })
     }
 
     /// The number of elements.
     pub fn len(&self) -> usize {
-        self.parts.iter().map(Vec::len).sum()
+        match &*self.parts {
+            Parts::Ready(p) => p.iter().map(Vec::len).sum(),
+            Parts::Stored(s) => s.lens.iter().sum(),
+        }
+    }
+
+    /// The number of partitions.
+    pub fn num_partitions(&self) -> usize {
+        match &*self.parts {
+            Parts::Ready(p) => p.len(),
+            Parts::Stored(s) => s.lens.len(),
+        }
     }
 
     /// Whether the batch has no elements.
     pub fn is_empty(&self) -> bool {
-        self.parts.iter().all(Vec::is_empty)
+        self.len() == 0
     }
 
     /// All elements, partition by partition.
     pub fn iter(&self) -> impl Iterator<Item = &T> {
-        self.parts.iter().flatten()
+        self.partitions().iter().flatten()
     }
 }
 
@@ -75,6 +212,10 @@ impl<T: Send> Batch<T> {
     /// allocations is work worth sharing.
     pub(crate) fn drop_on(self, pool: &rayon::ThreadPool) {
         if let Ok(parts) = Arc::try_unwrap(self.parts) {
+            let parts = match parts {
+                Parts::Ready(p) => p,
+                Parts::Stored(s) => s.loaded.into_inner().unwrap_or_default(),
+            };
             use rayon::prelude::*;
             pool.install(|| parts.into_par_iter().for_each(drop));
         }

@@ -17,6 +17,7 @@ use crate::{EngineError, Result};
 /// | `SLUICE_CHECKPOINT` | `checkpoint` | `/var/lib/job`, `s3://bucket/prefix` |
 /// | `SLUICE_CHECKPOINT_INTERVAL` | `checkpoint_interval` | `10s` |
 /// | `SLUICE_RECEIVER_WAL` | `receiver_wal` | `true` |
+/// | `SLUICE_RECEIVER_READ_BACK` | `receiver_read_back` | `true` (default), `false` |
 /// | `SLUICE_RECEIVER_MAX_RATE` | `receiver_max_rate` (records/s, 0 = none) | `100000` |
 /// | `SLUICE_BACKPRESSURE` | `backpressure` | `true` |
 /// | `SLUICE_DROP_INCOMPATIBLE_STATE` | `drop_incompatible_state` | `false` |
@@ -50,6 +51,13 @@ pub struct StreamingConf {
     pub checkpoint_interval: Option<Duration>,
     /// Store every received block in the write-ahead log before acknowledging it.
     pub receiver_wal: bool,
+    /// With the receiver WAL on: a block durable in the WAL leaves memory, and the
+    /// batch that takes it reads it back (from the page cache, for a local WAL)
+    /// partition by partition. What a receiver holds in memory is then only what it
+    /// has not yet written, so its intake no longer depends on the batch interval;
+    /// the backlog of unprocessed blocks waits on disk. Default on; off keeps blocks in
+    /// memory until their batch completes (as without the WAL).
+    pub receiver_read_back: bool,
     /// The most records per second a receiver stores (`None`: no limit).
     pub receiver_max_rate: Option<u64>,
     /// Adapt the receivers' rate to the processing speed (PID estimator).
@@ -63,13 +71,16 @@ pub struct StreamingConf {
     /// consecutive failure doubles it, up to 60 times this value (at most 30 s).
     pub receiver_restart_delay: Duration,
     /// The most data, in bytes, each receiver holds received but not yet processed
-    /// (buffered, in blocks, or in a batch that has not completed); `None`: no bound.
+    /// (buffered, in blocks, or in a batch that has not completed; with the receiver
+    /// WAL and `receiver_read_back`, only what it has not yet written to the WAL);
+    /// `None`: no bound.
     /// A receiver over it blocks in `store` until a batch completes, so a socket
     /// receiver stops reading and TCP pushes back on the sender; nothing is dropped.
     /// Bytes are what the receiver reports (a socket: the bytes it read), else the
     /// in-memory size of each record (`size_of::<T>()`, a lower bound for records that
-    /// own heap data). A receiver takes in at most about this much per batch interval,
-    /// so set it to at least the input rate times the batch interval. Default 64 MiB.
+    /// own heap data). Without read-back, a receiver takes in at most about this much
+    /// per batch interval, so set it to at least the input rate times the batch
+    /// interval. Default 64 MiB.
     pub receiver_max_buffered: Option<u64>,
     /// On restart, drop the state of operators whose change is incompatible with the
     /// checkpoint (renamed, removed, retyped) instead of refusing to start.
@@ -133,6 +144,7 @@ impl StreamingConf {
             checkpoint: None,
             checkpoint_interval: None,
             receiver_wal: false,
+            receiver_read_back: true,
             receiver_max_rate: None,
             backpressure: false,
             backpressure_initial_rate: None,
@@ -227,6 +239,13 @@ impl StreamingConf {
         self
     }
 
+    /// With the receiver WAL on, whether batches read their blocks back from it instead
+    /// of keeping them in memory; see [`StreamingConf::receiver_read_back`].
+    pub fn receiver_read_back(mut self, on: bool) -> Self {
+        self.receiver_read_back = on;
+        self
+    }
+
     /// Limits each receiver to `records_per_sec`.
     pub fn receiver_max_rate(mut self, records_per_sec: u64) -> Self {
         self.receiver_max_rate = Some(records_per_sec);
@@ -290,6 +309,9 @@ impl StreamingConf {
                     self.checkpoint_interval = Some(parse_duration(&v).map_err(bad)?)
                 }
                 "SLUICE_RECEIVER_WAL" => self.receiver_wal = parse_bool(&v).map_err(bad)?,
+                "SLUICE_RECEIVER_READ_BACK" => {
+                    self.receiver_read_back = parse_bool(&v).map_err(bad)?
+                }
                 "SLUICE_RECEIVER_MAX_RATE" => {
                     let n: u64 = parse_count(&v).map_err(bad)?;
                     self.receiver_max_rate = (n > 0).then_some(n);

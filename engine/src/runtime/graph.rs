@@ -200,17 +200,19 @@ impl<T: crate::Data> AnyNode for Node<T> {
 
     fn keep_for_window(&self, t: BatchTime, env: &ExecutionEnv) -> Result<()> {
         if self.remembers_past(env.batch) {
-            self.get(t, env)?;
+            // In memory: a window reads it after the WAL may have dropped its blocks.
+            self.get(t, env)?.load_all(Some(&env.pool))?;
         }
         Ok(())
     }
 
     fn encode_memo(&self, t: BatchTime) -> Result<Vec<u8>> {
         let memo = self.memo();
-        let entries: Vec<(u64, Vec<Vec<T>>)> = memo
-            .range(..=t)
-            .map(|(k, b)| (k.0, b.partitions().to_vec()))
-            .collect();
+        let mut entries: Vec<(u64, Vec<Vec<T>>)> = Vec::new();
+        for (k, b) in memo.range(..=t) {
+            b.load_all(None)?;
+            entries.push((k.0, b.partitions().to_vec()));
+        }
         encode(&entries)
     }
 

@@ -7,6 +7,16 @@ use crate::{Lsn, RecordHandle, Result, SegmentId, WalError};
 impl Wal {
     /// Reads one record by its handle, verifying its CRC.
     pub fn read(&self, handle: RecordHandle) -> Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        let payload = self.read_into(handle, &mut buf)?.len();
+        buf.truncate(FRAME_HEADER_LEN + payload);
+        buf.drain(..FRAME_HEADER_LEN);
+        Ok(buf)
+    }
+
+    /// Reads one record by its handle into `buf` (its allocation reused: a reader of
+    /// many records keeps one buffer), verifying its CRC; returns the record's bytes.
+    pub fn read_into<'b>(&self, handle: RecordHandle, buf: &'b mut Vec<u8>) -> Result<&'b [u8]> {
         {
             let st = lock(&self.inner.state);
             if handle.lsn >= st.written {
@@ -26,8 +36,8 @@ impl Wal {
         }
         let storage = self.inner.storage.as_ref();
         let want = FRAME_HEADER_LEN + handle.len as usize;
-        let bytes = storage.read_at(handle.segment, handle.offset, want)?;
-        let (payload, _) = format::decode_frame(&bytes)
+        storage.read_at_into(handle.segment, handle.offset, want, buf)?;
+        let (payload, _) = format::decode_frame(buf)
             .map_err(|bad| frame_error(storage, handle.segment, handle.offset, &bad))?;
         if payload.len() != handle.len as usize {
             return Err(WalError::BadHandle(format!(
@@ -36,7 +46,7 @@ impl Wal {
                 storage.location(handle.segment).display()
             )));
         }
-        Ok(payload.to_vec())
+        Ok(payload)
     }
 
     /// Iterates over the records from `from` (inclusive) to the last record written when

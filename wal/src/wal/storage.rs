@@ -23,8 +23,21 @@ pub(crate) trait Storage: Send + Sync + std::fmt::Debug + 'static {
     fn list(&self) -> Result<Vec<SegmentId>>;
     /// A whole segment.
     fn read_all(&self, seg: SegmentId) -> Result<Vec<u8>>;
+    /// `len` bytes at `offset` of a segment (fewer at its end), into `buf` (replacing
+    /// what it held, keeping its allocation).
+    fn read_at_into(
+        &self,
+        seg: SegmentId,
+        offset: u64,
+        len: usize,
+        buf: &mut Vec<u8>,
+    ) -> Result<()>;
     /// `len` bytes at `offset` of a segment (fewer at its end).
-    fn read_at(&self, seg: SegmentId, offset: u64, len: usize) -> Result<Vec<u8>>;
+    fn read_at(&self, seg: SegmentId, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        self.read_at_into(seg, offset, len, &mut buf)?;
+        Ok(buf)
+    }
     /// Writes the chunks in order; with `sync`, makes them durable before returning.
     fn commit(&self, chunks: Vec<Chunk>, sync: bool) -> Result<()>;
     /// Makes everything written so far durable.

@@ -437,6 +437,7 @@ fn conf_entries(c: &StreamingConf) -> Vec<(String, String)> {
         ("checkpoint", opt(c.checkpoint.as_deref())),
         ("checkpoint_interval", opt(c.checkpoint_interval.map(d))),
         ("receiver_wal", c.receiver_wal.to_string()),
+        ("receiver_read_back", c.receiver_read_back.to_string()),
         ("receiver_max_rate", opt(c.receiver_max_rate)),
         ("backpressure", c.backpressure.to_string()),
         (

@@ -21,6 +21,9 @@ use crate::BatchTime;
 pub(crate) struct ReceiverBytes {
     /// Counted and not yet released: what the bound applies to.
     buffered: AtomicU64,
+    /// Of `buffered`, not yet stored (open buffer, blocks being written): with the
+    /// receiver WAL read back, what the bound applies to.
+    unwritten: AtomicU64,
     /// Of the records in the open buffer (changed under the buffer's lock).
     in_buffer: AtomicU64,
     /// Of every block queued so far (only grows).
@@ -35,6 +38,7 @@ impl ReceiverBytes {
     /// Records of `bytes` entered the open buffer; returns the bytes the buffer holds now.
     pub(crate) fn add_to_buffer(&self, bytes: u64) -> u64 {
         self.buffered.fetch_add(bytes, Ordering::SeqCst);
+        self.unwritten.fetch_add(bytes, Ordering::SeqCst);
         self.in_buffer.fetch_add(bytes, Ordering::SeqCst) + bytes
     }
 
@@ -42,6 +46,26 @@ impl ReceiverBytes {
     /// bound now, queued once stored.
     pub(crate) fn storing_block(&self, bytes: u64) {
         self.buffered.fetch_add(bytes, Ordering::SeqCst);
+        self.unwritten.fetch_add(bytes, Ordering::SeqCst);
+    }
+
+    /// Blocks of `bytes` were stored (or lost): no longer unwritten.
+    pub(crate) fn written(&self, bytes: u64) {
+        let _ = self
+            .unwritten
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| {
+                Some(b.saturating_sub(bytes))
+            });
+    }
+
+    /// Not yet stored.
+    pub(crate) fn unwritten(&self) -> u64 {
+        self.unwritten.load(Ordering::SeqCst)
+    }
+
+    /// Stored and kept in memory, not yet released.
+    pub(crate) fn kept(&self) -> u64 {
+        self.buffered().saturating_sub(self.unwritten())
     }
 
     /// The open buffer was cut: returns its bytes, which go with the cut block.
@@ -52,6 +76,12 @@ impl ReceiverBytes {
     /// Blocks of `bytes` were queued (or lost: their bytes must be freed all the same).
     pub(crate) fn queued(&self, bytes: u64) {
         self.queued.fetch_add(bytes, Ordering::SeqCst);
+    }
+
+    /// Blocks of `bytes` were stored and left memory (read back from the WAL by their
+    /// batch): released at once; returns `bytes`.
+    pub(crate) fn release_now(&self, bytes: u64) -> u64 {
+        self.release(bytes)
     }
 
     /// Batch `t` takes the bytes queued since the last batch. Call before taking the

@@ -182,8 +182,9 @@ impl<T: Data> ReceiverContext<T> {
         self.shared.wait_for_room();
         self.shared.acquire(n);
         self.shared.bytes.storing_block(bytes);
-        let stored = self.shared.store_positioned(block, position);
-        self.shared.bytes.queued(bytes);
+        let keep = self.shared.keep_in_memory(bytes);
+        let stored = self.shared.store_positioned(block, position, keep);
+        self.shared.blocks_stored(bytes, keep);
         stored?;
         self.shared.received.fetch_add(n, Ordering::Relaxed);
         Ok(())
@@ -354,7 +355,11 @@ fn lock<X>(m: &Mutex<X>) -> MutexGuard<'_, X> {
 struct ReceivedBlock<T> {
     /// Per-receiver sequence number.
     id: u64,
-    records: BufferedRecords<T>,
+    /// The records, or `None` once they are durable in the WAL and read back from it
+    /// when a batch needs them (`receiver_read_back`).
+    records: Option<BufferedRecords<T>>,
+    /// The number of records.
+    len: usize,
     /// Where the block is in the receiver WAL (with the WAL on).
     handle: Option<sluice_wal::RecordHandle>,
 }
@@ -505,6 +510,9 @@ struct ReceiverCore<T> {
     signal: (Mutex<()>, Condvar),
     /// The receiver write-ahead log (with `receiver_wal` on).
     wal: Option<sluice_wal::Wal>,
+    /// Blocks durable in the WAL leave memory; batches read them back
+    /// (`receiver_read_back`, with the WAL on).
+    read_back: bool,
     /// The source position stored with the newest positioned block (see
     /// [`ReceiverContext::store_block_at`]).
     position: Mutex<Option<Vec<u8>>>,
@@ -592,7 +600,15 @@ impl<T: Data> ReceiverCore<T> {
         let Some(max) = self.max_buffered else {
             return;
         };
-        let full = || self.bytes.buffered() >= max;
+        // With read-back, the bound holds back only what is not yet in the WAL: blocks
+        // over it are read back by their batch instead of waiting in memory.
+        let full = || {
+            if self.read_back {
+                self.bytes.unwritten() >= max
+            } else {
+                self.bytes.buffered() >= max
+            }
+        };
         while full() && !self.is_stopped() {
             // Woken by `released` (a batch completed) and by a stop.
             self.sleep_until(Duration::from_millis(100), || !full() || self.is_stopped());
@@ -619,6 +635,27 @@ impl<T: Data> ReceiverCore<T> {
         }
     }
 
+    /// Whether blocks of `bytes` about to be stored keep their records in memory until
+    /// their batch: always without read-back; with it, while the blocks kept stay within
+    /// the bound (the rest is read back from the WAL by its batch).
+    fn keep_in_memory(&self, bytes: u64) -> bool {
+        match (self.read_back, self.max_buffered) {
+            (true, Some(max)) => self.bytes.kept() + bytes <= max,
+            _ => true,
+        }
+    }
+
+    /// Blocks of `bytes` were stored (or lost): kept in memory until the batch that
+    /// takes them completes, or out of memory already (read back from the WAL).
+    fn blocks_stored(&self, bytes: u64, kept: bool) {
+        self.bytes.written(bytes);
+        if kept {
+            self.bytes.queued(bytes);
+        } else {
+            self.released(self.bytes.release_now(bytes));
+        }
+    }
+
     /// Bytes were released (a batch completed): room for more.
     fn released(&self, bytes: u64) {
         if bytes > 0 {
@@ -633,6 +670,7 @@ impl<T: Data> ReceiverCore<T> {
         let records = std::mem::take(buffer);
         if records.is_empty() {
             // Bytes without records are released with the next batch.
+            self.bytes.written(bytes);
             self.bytes.queued(bytes);
             return;
         }
@@ -657,9 +695,10 @@ impl<T: Data> ReceiverCore<T> {
         }
         let bytes: u64 = cuts.iter().map(|(_, b)| b).sum();
         let n: usize = cuts.iter().map(|(h, _)| h.len()).sum();
-        let stored = self.store_blocks(cuts.into_iter().map(|(h, _)| h).collect(), None);
+        let keep = self.keep_in_memory(bytes);
+        let stored = self.store_blocks(cuts.into_iter().map(|(h, _)| h).collect(), None, keep);
         // Counted also when the blocks are lost, so their bytes are released.
-        self.bytes.queued(bytes);
+        self.blocks_stored(bytes, keep);
         if let Err(e) = stored {
             // Buffered records were never acknowledged to anyone: they are lost.
             tracing::error!(receiver = %self.name, records = n, error = %e,
@@ -677,8 +716,14 @@ impl<T: Data> ReceiverCore<T> {
     /// they queued and does this return, so `store_block` returning `Ok` means durable
     /// and a reliable receiver acknowledges its source only for durable data
     /// (DESIGN.md, durability protocol step 1). Nothing else may push to `blocks`.
-    /// `position` goes with the last block.
-    fn store_blocks(&self, blocks: Vec<BufferedRecords<T>>, position: Option<&[u8]>) -> Result<()> {
+    /// `position` goes with the last block. With `keep` false, the blocks' records leave
+    /// memory once submitted to the WAL (their batch reads them back).
+    fn store_blocks(
+        &self,
+        blocks: Vec<BufferedRecords<T>>,
+        position: Option<&[u8]>,
+        keep: bool,
+    ) -> Result<()> {
         let n: u64 = blocks.iter().map(|b| b.len() as u64).sum();
         let count = blocks.len() as u64;
         let last = blocks.len().saturating_sub(1);
@@ -707,7 +752,9 @@ impl<T: Data> ReceiverCore<T> {
                             last_lsn = Some(a.lsn);
                             queued.push(ReceivedBlock {
                                 id,
-                                records: chunk,
+                                len: chunk.len(),
+                                // The WAL holds the bytes: a batch reads them back.
+                                records: keep.then_some(chunk),
                                 handle: Some(a.handle),
                             });
                         } else {
@@ -726,7 +773,8 @@ impl<T: Data> ReceiverCore<T> {
                 for records in blocks {
                     queued.push(ReceivedBlock {
                         id: self.next_block.fetch_add(1, Ordering::SeqCst),
-                        records,
+                        len: records.len(),
+                        records: Some(records),
                         handle: None,
                     });
                 }
@@ -750,10 +798,19 @@ impl<T: Data> ReceiverCore<T> {
 
     /// Stores a block from `store_counted`; an empty block with a position still moves
     /// the position on (a source may advance without records, e.g. past filtered data).
-    fn store_positioned(&self, records: Vec<T>, position: Option<Vec<u8>>) -> Result<()> {
+    fn store_positioned(
+        &self,
+        records: Vec<T>,
+        position: Option<Vec<u8>>,
+        keep: bool,
+    ) -> Result<()> {
         // Under the cut lock: blocks are queued in WAL order, positions in block order.
         let _g = lock(&self.cut);
-        self.store_blocks(vec![BufferedRecords::Records(records)], position.as_deref())?;
+        self.store_blocks(
+            vec![BufferedRecords::Records(records)],
+            position.as_deref(),
+            keep,
+        )?;
         if position.is_some() {
             *lock(&self.position) = position;
         }
@@ -909,6 +966,49 @@ struct ReceiverInput<T> {
 }
 
 impl<T: Data> ReceiverInput<T> {
+    /// A batch of `blocks`, one partition each: in memory (packed lines become
+    /// records here, block by block on the CPU pool), or read back from the WAL
+    /// partition by partition as the batch's operators need them.
+    fn batch_of(&self, blocks: Vec<ReceivedBlock<T>>, env: &ExecutionEnv) -> Result<Batch<T>> {
+        if blocks.iter().all(|b| b.records.is_some()) {
+            use rayon::prelude::*;
+            let held: Vec<BufferedRecords<T>> =
+                blocks.into_iter().filter_map(|b| b.records).collect();
+            let parts: Vec<Vec<T>> = env.pool.install(|| {
+                held.into_par_iter()
+                    .map(BufferedRecords::into_records)
+                    .collect()
+            });
+            return Ok(Batch::from_partitions(parts));
+        }
+        let wal = self
+            .shared
+            .wal
+            .clone()
+            .ok_or_else(|| EngineError::NotReplayable {
+                input: self.describe(),
+            })?;
+        let mut lens = Vec::with_capacity(blocks.len());
+        let mut handles = Vec::with_capacity(blocks.len());
+        let mut held = Vec::with_capacity(blocks.len());
+        for b in blocks {
+            let h = b.handle.ok_or_else(|| EngineError::NotReplayable {
+                input: self.describe(),
+            })?;
+            lens.push(b.len);
+            handles.push(h);
+            held.push(Mutex::new(b.records));
+        }
+        // A block kept in memory is used from there the first time (and dropped); any
+        // later read, and every block not kept, comes from the WAL.
+        let load: crate::runtime::batch::LoadPart<T> =
+            Arc::new(move |i: usize| match lock(&held[i]).take() {
+                Some(records) => Ok(records.into_records()),
+                None => read_block(&wal, handles[i]),
+            });
+        Ok(Batch::stored(lens, load))
+    }
+
     /// Queues the blocks an earlier life stored in the WAL but never allocated.
     fn requeue_unallocated(&self) -> Result<()> {
         let Some(wal) = &self.shared.wal else {
@@ -928,9 +1028,11 @@ impl<T: Data> ReceiverInput<T> {
             if handle.lsn.0 >= self.boundary {
                 break;
             }
+            let records = decode_block::<T>(&bytes)?;
             old.push(ReceivedBlock {
                 id: u64::MAX,
-                records: BufferedRecords::Records(decode_block(&bytes)?),
+                len: records.len(),
+                records: (!self.shared.read_back).then_some(BufferedRecords::Records(records)),
                 handle: Some(handle),
             });
         }
@@ -1028,17 +1130,7 @@ impl<T: Data> Input for ReceiverInput<T> {
             tracing::debug!(receiver = %self.shared.name, time = t.0, from = first.id, to = last.id,
                 "blocks allocated");
         }
-        // Packed lines become records here, block by block on the CPU pool.
-        let parts: Vec<Vec<T>> = {
-            use rayon::prelude::*;
-            let held: Vec<BufferedRecords<T>> = blocks.into_iter().map(|b| b.records).collect();
-            env.pool.install(|| {
-                held.into_par_iter()
-                    .map(BufferedRecords::into_records)
-                    .collect()
-            })
-        };
-        let batch = Batch::from_partitions(parts);
+        let batch = self.batch_of(blocks, env)?;
         let n = batch.len() as u64;
         if let Some(r) = &self.records {
             lock(r).insert(t, n);
@@ -1087,7 +1179,7 @@ impl<T: Data> Input for ReceiverInput<T> {
         crate::runtime::graph::encode(lock(&self.plans).get(&t)?).ok()
     }
 
-    fn replay(&self, t: BatchTime, plan: &[u8], _env: &ExecutionEnv) -> Result<u64> {
+    fn replay(&self, t: BatchTime, plan: &[u8], env: &ExecutionEnv) -> Result<u64> {
         let wal = self
             .shared
             .wal
@@ -1096,12 +1188,18 @@ impl<T: Data> Input for ReceiverInput<T> {
                 input: self.describe(),
             })?;
         let handles: Vec<sluice_wal::RecordHandle> = crate::runtime::graph::decode(plan)?;
-        let mut parts = Vec::with_capacity(handles.len());
+        let mut blocks = Vec::with_capacity(handles.len());
         for h in &handles {
-            parts.push(decode_block::<T>(&wal.read(*h)?)?);
+            let records = decode_block::<T>(&wal.read(*h)?)?;
+            blocks.push(ReceivedBlock {
+                id: u64::MAX,
+                len: records.len(),
+                records: (!self.shared.read_back).then_some(BufferedRecords::Records(records)),
+                handle: Some(*h),
+            });
             self.next_lsn.fetch_max(h.lsn.0 + 1, Ordering::SeqCst);
         }
-        let batch = Batch::from_partitions(parts);
+        let batch = self.batch_of(blocks, env)?;
         let n = batch.len() as u64;
         self.alloc.set(t, batch);
         lock(&self.plans).insert(t, handles);
@@ -1142,6 +1240,25 @@ fn encode_block<R: serde::Serialize + ?Sized>(
     position: Option<&[u8]>,
 ) -> Result<Vec<u8>> {
     crate::runtime::graph::encode(&(position, records))
+}
+
+thread_local! {
+    /// Each CPU-pool thread reads blocks into one buffer: a fresh multi-MiB buffer per
+    /// block would be a fresh mapping (see `tune_allocator`), its pages faulted in and
+    /// zeroed for every block.
+    static READ_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Reads one block back from the receiver WAL (a partition of a stored batch).
+fn read_block<T: Data>(wal: &sluice_wal::Wal, handle: sluice_wal::RecordHandle) -> Result<Vec<T>> {
+    READ_BUFFER.with(|b| {
+        let mut buf = b.borrow_mut();
+        let records = decode_block::<T>(wal.read_into(handle, &mut buf)?);
+        if buf.capacity() > 4 * BLOCK_BYTES as usize {
+            *buf = Vec::new();
+        }
+        records
+    })
 }
 
 fn decode_block<T: Data>(bytes: &[u8]) -> Result<Vec<T>> {
@@ -1278,6 +1395,7 @@ impl StreamingContext {
             stats: Mutex::new(Stats::default()),
             received: AtomicU64::new(0),
             signal: (Mutex::new(()), Condvar::new()),
+            read_back: wal.is_some() && conf.receiver_read_back,
             wal,
             position_from_wal: wal_position.is_some(),
             fatal: Mutex::new(None),
