@@ -49,12 +49,11 @@ fn build(ssc: &StreamingContext, keys: u64, rate: u64) -> sluice::Result<()> {
     let updates = ssc.generator_stream("updates", rate, move |n| {
         (format!("key-{}", n.wrapping_mul(7_919) % keys), 1u64)
     })?;
-    let initial: Vec<(String, u64)> = (0..keys).map(|k| (format!("key-{k}"), 0)).collect();
     updates
-        .update_state_by_key_with_initial(
+        .update_state_by_key_with_initial_fn(
             "bench-state",
             |vs: &[u64], s: Option<&u64>| Some(s.copied().unwrap_or(0) + vs.iter().sum::<u64>()),
-            initial,
+            move || (0..keys).map(|k| (format!("key-{k}"), 0)).collect(),
         )?
         .foreach_batch(|_| Ok(()))
 }

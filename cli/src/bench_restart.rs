@@ -21,8 +21,10 @@ pub fn driver(keys: u64, checkpoint: &str, batch_ms: u64) -> Result<(), String> 
         let updates = ssc.generator_stream("updates", 1000, move |n| {
             (format!("key-{}", n % keys), 1u64)
         })?;
-        let initial: Vec<(String, u64)> = (0..keys).map(|k| (format!("key-{k}"), 0)).collect();
-        let state = updates.update_state_by_key_with_initial(
+        // Built only when the job starts without a checkpoint: a restart restores it.
+        let initial =
+            move || -> Vec<(String, u64)> { (0..keys).map(|k| (format!("key-{k}"), 0)).collect() };
+        let state = updates.update_state_by_key_with_initial_fn(
             "bench-state",
             |vs: &[u64], s: Option<&u64>| Some(s.copied().unwrap_or(0) + vs.iter().sum::<u64>()),
             initial,

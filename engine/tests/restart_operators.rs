@@ -121,3 +121,65 @@ fn restart_and_check(edit: bool) {
         assert_eq!(got, &want, "operator {op} at batch {}", (t - zero) / B);
     }
 }
+
+/// `update_state_by_key_with_initial_fn` builds its initial state only when the job
+/// starts without a checkpoint: a restart restores the state (initial keys included)
+/// and never calls the function.
+#[test]
+fn the_initial_state_function_runs_on_a_fresh_start_only() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let calls = Arc::new(AtomicU64::new(0));
+    type Seen = Arc<Mutex<BTreeMap<u64, BTreeMap<u64, u64>>>>;
+    let build = |ssc: &StreamingContext, seen: &Seen| -> sluice::Result<()> {
+        let c = calls.clone();
+        let s = ssc.generator_stream("numbers", RATE, |n| (n % 3, 1u64))?;
+        let seen = seen.clone();
+        s.update_state_by_key_with_initial_fn(
+            "counts",
+            |vs: &[u64], st: Option<&u64>| Some(st.copied().unwrap_or(0) + vs.iter().sum::<u64>()),
+            move || {
+                c.fetch_add(1, Ordering::SeqCst);
+                // Key 7 never gets a record: it is there only through the initial state.
+                vec![(7, 1000), (0, 100)]
+            },
+        )?
+        .foreach_batch(move |b| {
+            seen.lock()
+                .unwrap()
+                .insert(b.time.0, b.batch.iter().cloned().collect());
+            Ok(())
+        })
+    };
+    let before: Seen = Arc::default();
+    let ssc = StreamingContext::get_or_create(conf(dir.path()), |s| build(s, &before)).unwrap();
+    ssc.start().unwrap();
+    std::thread::sleep(Duration::from_millis(8 * B));
+    ssc.stop(true).unwrap();
+    drop(ssc);
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "built for the first batch");
+
+    let after: Seen = Arc::default();
+    let ssc = StreamingContext::get_or_create(conf(dir.path()), |s| build(s, &after)).unwrap();
+    ssc.start().unwrap();
+    std::thread::sleep(Duration::from_millis(6 * B));
+    ssc.stop(true).unwrap();
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "the restart restored the state without building the initial state again"
+    );
+    let before = before.lock().unwrap().clone();
+    let after = after.lock().unwrap().clone();
+    let zero = before.keys().min().expect("no batch before the restart") - B;
+    assert!(!after.is_empty(), "no batch after the restart");
+    let offset = |t: u64| (t - zero) * RATE / 1000;
+    for (t, got) in before.iter().chain(after.iter()) {
+        let mut want: BTreeMap<u64, u64> = BTreeMap::from([(7, 1000), (0, 100)]);
+        for n in 0..offset(*t) {
+            *want.entry(n % 3).or_default() += 1;
+        }
+        assert_eq!(got, &want, "state at batch {}", (t - zero) / B);
+    }
+}

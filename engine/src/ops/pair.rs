@@ -196,11 +196,31 @@ impl<K: Data + Hash + Eq, V: Data> DStream<(K, V)> {
     }
 
     /// [`DStream::update_state_by_key`] starting from `initial` state.
+    ///
+    /// `initial` is built by the build function on every start, also when a
+    /// restart then restores the state from a checkpoint and drops it; for a large
+    /// initial state, [`DStream::update_state_by_key_with_initial_fn`] builds it only
+    /// when a job starts without a checkpoint.
     pub fn update_state_by_key_with_initial<S: Data>(
         &self,
         name: &str,
         f: impl Fn(&[V], Option<&S>) -> Option<S> + Send + Sync + 'static,
         initial: Vec<(K, S)>,
+    ) -> Result<DStream<(K, S)>> {
+        let initial = Arc::new(initial);
+        self.update_state_by_key_with_initial_fn(name, f, move || initial.to_vec())
+    }
+
+    /// [`DStream::update_state_by_key`] starting from the state `initial()` returns.
+    /// `initial` runs only when the job's first batch needs it: never when a restart
+    /// restores the state from a checkpoint (Spark's `initialRDD`, without building it
+    /// on recovery). Reading a million keys from a database or a file costs nothing on
+    /// restart this way. It may run again if the first batch fails and is retried.
+    pub fn update_state_by_key_with_initial_fn<S: Data>(
+        &self,
+        name: &str,
+        f: impl Fn(&[V], Option<&S>) -> Option<S> + Send + Sync + 'static,
+        initial: impl Fn() -> Vec<(K, S)> + Send + Sync + 'static,
     ) -> Result<DStream<(K, S)>> {
         check_name(name)?;
         let parent = self.clone();
@@ -210,7 +230,6 @@ impl<K: Data + Hash + Eq, V: Data> DStream<(K, V)> {
         let me: Arc<OnceLock<Weak<Node<(K, S)>>>> = Arc::new(OnceLock::new());
         let me2 = me.clone();
         let slide = self.slide();
-        let initial = Arc::new(initial);
         let out = self.derive(info, slide, move |t, env| {
             let prev = previous_state(&me2, t, slide, env, &initial)?;
             let new = shuffle(parent.batch(t, env)?.partitions(), env.parallelism);
@@ -369,12 +388,12 @@ pub(crate) fn previous_state<K: Data + Hash + Eq, S: Data>(
     t: BatchTime,
     slide: Duration,
     env: &ExecutionEnv,
-    initial: &[(K, S)],
+    initial: impl FnOnce() -> Vec<(K, S)>,
 ) -> Result<Batch<(K, S)>> {
     let prev_t = t.minus(slide);
     if prev_t <= env.zero {
         return Ok(Batch::from_partitions(shuffle(
-            &[initial.to_vec()],
+            &[initial()],
             env.parallelism,
         )));
     }

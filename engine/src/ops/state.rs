@@ -223,7 +223,7 @@ impl<K: Data + Hash + Eq, V: Data> DStream<(K, V)> {
             } else {
                 Vec::new()
             };
-            let prev = previous_state(&me2, t, slide, env, &first)?;
+            let prev = previous_state(&me2, t, slide, env, || first)?;
             let new = shuffle(parent.batch(t, env)?.partitions(), env.parallelism);
             let pairs: Vec<(&Vec<Keyed<K, S>>, &Vec<(K, V)>)> =
                 prev.partitions().iter().zip(new.iter()).collect();

@@ -207,7 +207,7 @@ impl<K: Data + Hash + Eq, V: Data> DStream<(K, V)> {
                     filter,
                 ));
             }
-            let prev = previous_state(&me2, t, slide, env, &[])?;
+            let prev = previous_state(&me2, t, slide, env, Vec::new)?;
             let leaving = batches_at(
                 &parent,
                 &window_times(t.minus(window), slide, step, env),
