@@ -600,11 +600,12 @@ impl<T: Data> ReceiverCore<T> {
         let Some(max) = self.max_buffered else {
             return;
         };
-        // With read-back, the bound holds back only what is not yet in the WAL: blocks
-        // over it are read back by their batch instead of waiting in memory.
+        // With read-back, the bound is shared: half for what is not yet in the WAL
+        // (over it, the receiver waits for the WAL, not for batches), half for blocks
+        // kept in memory for their batch (the rest is read back from the WAL).
         let full = || {
             if self.read_back {
-                self.bytes.unwritten() >= max
+                self.bytes.unwritten() >= max / 2
             } else {
                 self.bytes.buffered() >= max
             }
@@ -637,10 +638,10 @@ impl<T: Data> ReceiverCore<T> {
 
     /// Whether blocks of `bytes` about to be stored keep their records in memory until
     /// their batch: always without read-back; with it, while the blocks kept stay within
-    /// the bound (the rest is read back from the WAL by its batch).
+    /// half the bound (the rest is read back from the WAL by its batch).
     fn keep_in_memory(&self, bytes: u64) -> bool {
         match (self.read_back, self.max_buffered) {
-            (true, Some(max)) => self.bytes.kept() + bytes <= max,
+            (true, Some(max)) => self.bytes.kept() + bytes <= max / 2,
             _ => true,
         }
     }
