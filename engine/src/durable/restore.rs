@@ -303,7 +303,7 @@ fn read_states(
             crate::durable::snapshot_options(),
         )?;
         let manifest = snaps.read_manifest(s.reference)?;
-        out.push(snaps.restore(&manifest)?.into_iter().collect());
+        out.push(snaps.restore_entries(&manifest)?);
     }
     Ok(out)
 }
