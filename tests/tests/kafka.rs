@@ -411,7 +411,7 @@ fn a_zombie_sink_is_fenced_and_a_committed_batch_is_skipped() {
     let out = topic("sink", 1);
     let batch = |t: u64, tag: &str| (BatchTime(t), Batch::from_vec(values(3, tag)));
     let write = |s: &KafkaSink, (t, b): &(BatchTime, Batch<String>)| {
-        s.write_batch(&BatchContext { time: *t, batch: b }, |v: &String| {
+        s.write_batch(&BatchContext::new(*t, b), |v: &String| {
             (v.clone(), v.clone())
         })
     };

@@ -8,6 +8,10 @@
 //!   offset (capped by `max_rate_per_partition`) — and that list is the batch's plan in
 //!   the driver log (`BatchPlanned`), written before the batch runs. Each partition's
 //!   range is one partition of the batch.
+//! * The ranges reach the job: an output's [`BatchContext::offset_ranges`](crate::BatchContext::offset_ranges)
+//!   (Spark's `HasOffsetRanges`) holds those of every Kafka input upstream of it, for
+//!   storing offsets in the job's own transaction; [`KafkaSource::offset_ranges`]
+//!   gives one input's by batch time.
 //! * The next offset of every partition is the input's position in every checkpoint. A
 //!   restarted driver re-reads exactly the logged ranges of the batches it replays and
 //!   goes on from the last one.
@@ -45,6 +49,7 @@ use serde::{Deserialize, Serialize};
 use crate::observe::{InputStatus, PartitionStatus};
 use crate::runtime::graph::ExecutionEnv;
 use crate::runtime::io::Input;
+pub use crate::sources::offsets::OffsetRange;
 use crate::sources::queue::Allocations;
 use crate::{Batch, BatchTime, DStream, EngineError, Result, StreamingContext};
 
@@ -65,37 +70,6 @@ pub struct KafkaRecord {
     pub value: Option<Vec<u8>>,
     /// Its headers, in order.
     pub headers: Vec<(String, Option<Vec<u8>>)>,
-}
-
-/// The range of one partition a batch reads: offsets `from_offset` (inclusive) to
-/// `until_offset` (exclusive). Spark's `OffsetRange`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct OffsetRange {
-    /// The topic.
-    pub topic: String,
-    /// The partition.
-    pub partition: i32,
-    /// The first offset of the range.
-    pub from_offset: i64,
-    /// One past the last offset of the range.
-    pub until_offset: i64,
-}
-
-impl OffsetRange {
-    /// `until_offset - from_offset` (an upper bound of the records: offsets may have gaps).
-    pub fn count(&self) -> i64 {
-        self.until_offset - self.from_offset
-    }
-}
-
-impl fmt::Display for OffsetRange {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}-{} [{}, {})",
-            self.topic, self.partition, self.from_offset, self.until_offset
-        )
-    }
 }
 
 /// A user function giving the starting offset of a partition (`None`: its earliest).
@@ -256,9 +230,10 @@ impl KafkaSource {
         self
     }
 
-    /// The ranges batch `t` reads, in partition order (Spark's `HasOffsetRanges`), while
-    /// the batch is pending or running (for example in `foreach_batch`, with `b.time`);
-    /// empty for a batch this handle's stream never planned or already forgot.
+    /// The ranges batch `t` reads, in partition order, while the batch is pending or
+    /// running; empty for a batch this handle's stream never planned or already forgot.
+    /// In an output, [`BatchContext::offset_ranges`](crate::BatchContext::offset_ranges)
+    /// gives the same without a handle, for every Kafka input upstream.
     pub fn offset_ranges(&self, t: BatchTime) -> Vec<OffsetRange> {
         self.shared
             .ranges
@@ -878,6 +853,11 @@ impl Input for KafkaInput {
             *shared = shared.split_off(&BatchTime(t.0 + 1));
         }
         self.commit_to_group(&done);
+    }
+
+    fn offset_ranges(&self, t: BatchTime) -> Option<Vec<OffsetRange>> {
+        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        Some(st.planned.get(&t).cloned().unwrap_or_default())
     }
 
     fn plan_of(&self, t: BatchTime) -> Option<Vec<u8>> {
