@@ -55,10 +55,7 @@ pub fn run(o: SqlBenchOptions) -> Result<(), String> {
             .into());
     }
     let batch = Batch::from_vec((0..o.rows).map(|i| (format!("key-{i}"), i)).collect());
-    let c = BatchContext {
-        time: BatchTime(1),
-        batch: &batch,
-    };
+    let c = BatchContext::new(BatchTime(1), &batch);
     let modes = [
         ("one row per statement", 1usize),
         ("many rows per statement", 500),

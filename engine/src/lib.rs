@@ -94,7 +94,8 @@ pub use runtime::conf::{
 pub use runtime::context::StreamingContext;
 pub use sluice_recovery::plan::DownTime;
 #[cfg(feature = "kafka")]
-pub use sources::kafka::{KafkaRecord, KafkaSource, OffsetRange, RetentionPolicy, StartingOffsets};
+pub use sources::kafka::{KafkaRecord, KafkaSource, RetentionPolicy, StartingOffsets};
+pub use sources::offsets::{InputOffsetRanges, OffsetRange};
 pub use sources::rate::{PidConf, PidRateEstimator};
 pub use sources::receiver::{
     Receiver, ReceiverContext, ReceiverHandle, ReceiverStatus, BLOCK_BYTES,

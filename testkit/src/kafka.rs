@@ -49,6 +49,7 @@ pub fn kafka_libs() -> PathBuf {
 pub struct KafkaServer {
     server: RunningServer,
     controller_port: u16,
+    libs: PathBuf,
 }
 
 impl std::ops::Deref for KafkaServer {
@@ -102,27 +103,36 @@ impl KafkaServer {
             .arg(&props);
         run_to_completion("formatting the Kafka storage", format)?;
 
-        let mut cmd = java(libs, &log4j);
-        cmd.args([
-            "-Xms256m",
-            "-Xmx768m",
-            "-XX:+UseG1GC",
-            "-XX:MaxGCPauseMillis=20",
-        ])
-        .arg("kafka.Kafka")
-        .arg(&props);
-        let process = ServerProcess::spawn(
-            "Kafka",
-            cmd,
-            &dir.path().join("kafka.log"),
-            Signal::SIGKILL,
-            Some(dir.path()),
-        )?;
-        process.wait_ready(STARTUP_TIMEOUT, || metadata_brokers(port).map(|n| n > 0))?;
+        let process = spawn_broker(libs, dir.path(), port)?;
         Ok(KafkaServer {
             server: RunningServer::new(process, port, dir),
             controller_port,
+            libs: libs.to_owned(),
         })
+    }
+
+    /// SIGKILLs the broker (no clean shutdown: what a crash leaves behind) and reaps
+    /// it. Its directory, data and configuration stay for [`restart`](Self::restart);
+    /// clients see the broker gone until then.
+    pub fn kill(&mut self) {
+        self.server.process_mut().stop();
+    }
+
+    /// Starts the broker again after [`kill`](Self::kill) (or a crash): the same ports,
+    /// configuration and data directory, so topics, offsets and transactions are
+    /// those it had; Kafka recovers its log as after any unclean shutdown. Returns
+    /// once the broker answers a Metadata request listing itself. Fails if the broker
+    /// still runs, or if another process took one of its ports meanwhile.
+    pub fn restart(&mut self) -> io::Result<()> {
+        if self.server.process().check_running().is_ok() {
+            return Err(io::Error::other(format!(
+                "Kafka (pid {}) is still running: kill it first",
+                self.server.process().pid()
+            )));
+        }
+        let process = spawn_broker(&self.libs, self.server.dir(), self.server.port())?;
+        self.server.replace_process(process);
+        Ok(())
     }
 
     /// `127.0.0.1:PORT`: the `bootstrap.servers` for clients.
@@ -139,6 +149,29 @@ impl KafkaServer {
     pub fn detach(self) -> (u32, PathBuf) {
         self.server.detach()
     }
+}
+
+/// Runs the broker of the formatted directory `dir` (its `server.properties`) and
+/// waits until it answers on `port`.
+fn spawn_broker(libs: &Path, dir: &Path, port: u16) -> io::Result<ServerProcess> {
+    let mut cmd = java(libs, &dir.join("log4j2.properties"));
+    cmd.args([
+        "-Xms256m",
+        "-Xmx768m",
+        "-XX:+UseG1GC",
+        "-XX:MaxGCPauseMillis=20",
+    ])
+    .arg("kafka.Kafka")
+    .arg(dir.join("server.properties"));
+    let process = ServerProcess::spawn(
+        "Kafka",
+        cmd,
+        &dir.join("kafka.log"),
+        Signal::SIGKILL,
+        Some(dir),
+    )?;
+    process.wait_ready(STARTUP_TIMEOUT, || metadata_brokers(port).map(|n| n > 0))?;
+    Ok(process)
 }
 
 fn java(libs: &Path, log4j: &Path) -> Command {

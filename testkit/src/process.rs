@@ -264,6 +264,17 @@ impl RunningServer {
         &self.process
     }
 
+    /// The server process, to stop it (a server that can restart on its directory).
+    pub(crate) fn process_mut(&mut self) -> &mut ServerProcess {
+        &mut self.process
+    }
+
+    /// Puts a restarted process in place of the stopped one (same port, same
+    /// directory).
+    pub(crate) fn replace_process(&mut self, process: ServerProcess) {
+        self.process = process;
+    }
+
     /// The server's directory (data, configuration, log).
     pub fn dir(&self) -> &Path {
         self.dir.path()

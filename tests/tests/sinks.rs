@@ -123,7 +123,7 @@ fn run_word_count(
 }
 
 fn ctx<T>(time: BatchTime, batch: &Batch<T>) -> BatchContext<'_, T> {
-    BatchContext { time, batch }
+    BatchContext::new(time, batch)
 }
 
 fn row(x: &(String, u64)) -> Vec<SqlValue> {

@@ -60,10 +60,12 @@ pub struct StreamingConf {
     pub receiver_read_back: bool,
     /// The most records per second a receiver stores (`None`: no limit).
     pub receiver_max_rate: Option<u64>,
-    /// Adapt the receivers' rate to the processing speed (PID estimator).
+    /// Adapt the receivers' rate, and the size of each Kafka direct stream's batches,
+    /// to the processing speed (PID estimator, one per input).
     pub backpressure: bool,
-    /// With backpressure, the rate each receiver starts at before the first estimate
-    /// (`None`: unlimited until then, or `receiver_max_rate`).
+    /// With backpressure, the rate each receiver (or Kafka direct stream, over all its
+    /// partitions) starts at before the first estimate (`None`: unlimited until then,
+    /// or `receiver_max_rate` / `max_rate_per_partition`).
     pub backpressure_initial_rate: Option<u64>,
     /// The PID estimator's knobs (Spark's `spark.streaming.backpressure.pid.*`).
     pub backpressure_pid: crate::sources::rate::PidConf,
@@ -252,13 +254,13 @@ impl StreamingConf {
         self
     }
 
-    /// Turns backpressure on or off.
+    /// Turns backpressure on or off (receivers and Kafka direct streams).
     pub fn backpressure(mut self, on: bool) -> Self {
         self.backpressure = on;
         self
     }
 
-    /// Sets backpressure's initial rate (records/s per receiver).
+    /// Sets backpressure's initial rate (records/s per receiver or Kafka input).
     pub fn backpressure_initial_rate(mut self, records_per_sec: u64) -> Self {
         self.backpressure_initial_rate = Some(records_per_sec);
         self

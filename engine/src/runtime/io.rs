@@ -3,6 +3,7 @@
 //! output operation and sink is one).
 
 use crate::runtime::graph::ExecutionEnv;
+use crate::sources::offsets::OffsetRange;
 use crate::{BatchTime, EngineError, Result};
 
 /// An input of the graph: decides the data of each batch.
@@ -62,6 +63,11 @@ pub(crate) trait Input: Send + Sync {
     /// checkpoint precedes (cleanup after a checkpoint).
     fn release_before(&self, _pos: &[u8]) -> Result<()> {
         Ok(())
+    }
+    /// The offset ranges batch `t` reads (allocated or replayed, until `forget(t)`),
+    /// for an input that reads offset ranges (Kafka); `None` for any other input.
+    fn offset_ranges(&self, _t: BatchTime) -> Option<Vec<OffsetRange>> {
+        None
     }
 }
 

@@ -5,9 +5,20 @@
 //!   (every partition of the subscribed topics, or an explicit assignment). At each
 //!   batch time the driver fixes one **offset range** `[from, until)` per partition —
 //!   `from` is where the previous batch stopped, `until` the partition's last stable
-//!   offset (capped by `max_rate_per_partition`) — and that list is the batch's plan in
-//!   the driver log (`BatchPlanned`), written before the batch runs. Each partition's
-//!   range is one partition of the batch.
+//!   offset (capped by the partition's rate limit, below) — and that list is the
+//!   batch's plan in the driver log (`BatchPlanned`), written before the batch runs.
+//!   Each partition's range is one partition of the batch.
+//! * The ranges reach the job: an output's [`BatchContext::offset_ranges`](crate::BatchContext::offset_ranges)
+//!   (Spark's `HasOffsetRanges`) holds those of every Kafka input upstream of it, for
+//!   storing offsets in the job's own transaction; [`KafkaSource::offset_ranges`]
+//!   gives one input's by batch time.
+//! * Rate: without limits a batch takes everything up to the last stable offset.
+//!   [`KafkaSource::max_rate_per_partition`] caps each partition's range at that rate
+//!   times the batch interval. With [`StreamingConf::backpressure`](crate::StreamingConf::backpressure)
+//!   a PID estimator (the receivers' [`PidRateEstimator`], fed by completed batches)
+//!   gives the input's rate, split over the partitions by their lag (Spark's
+//!   `maxMessagesPerPartition`), each share capped at the
+//!   maximum and floored at [`KafkaSource::min_rate_per_partition`].
 //! * The next offset of every partition is the input's position in every checkpoint. A
 //!   restarted driver re-reads exactly the logged ranges of the batches it replays and
 //!   goes on from the last one.
@@ -45,7 +56,9 @@ use serde::{Deserialize, Serialize};
 use crate::observe::{InputStatus, PartitionStatus};
 use crate::runtime::graph::ExecutionEnv;
 use crate::runtime::io::Input;
+pub use crate::sources::offsets::OffsetRange;
 use crate::sources::queue::Allocations;
+use crate::sources::rate::{PidRateEstimator, RateController, RateLimiter};
 use crate::{Batch, BatchTime, DStream, EngineError, Result, StreamingContext};
 
 /// One Kafka record as the direct source hands it to the job.
@@ -65,37 +78,6 @@ pub struct KafkaRecord {
     pub value: Option<Vec<u8>>,
     /// Its headers, in order.
     pub headers: Vec<(String, Option<Vec<u8>>)>,
-}
-
-/// The range of one partition a batch reads: offsets `from_offset` (inclusive) to
-/// `until_offset` (exclusive). Spark's `OffsetRange`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct OffsetRange {
-    /// The topic.
-    pub topic: String,
-    /// The partition.
-    pub partition: i32,
-    /// The first offset of the range.
-    pub from_offset: i64,
-    /// One past the last offset of the range.
-    pub until_offset: i64,
-}
-
-impl OffsetRange {
-    /// `until_offset - from_offset` (an upper bound of the records: offsets may have gaps).
-    pub fn count(&self) -> i64 {
-        self.until_offset - self.from_offset
-    }
-}
-
-impl fmt::Display for OffsetRange {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}-{} [{}, {})",
-            self.topic, self.partition, self.from_offset, self.until_offset
-        )
-    }
 }
 
 /// A user function giving the starting offset of a partition (`None`: its earliest).
@@ -168,6 +150,7 @@ pub struct KafkaSource {
     subscription: Subscription,
     starting: StartingOffsets,
     max_rate_per_partition: Option<u64>,
+    min_rate_per_partition: Option<u64>,
     retention: RetentionPolicy,
     client: Vec<(String, String)>,
     name: Option<String>,
@@ -185,6 +168,7 @@ impl KafkaSource {
             subscription: Subscription::Topics(Vec::new()),
             starting: StartingOffsets::Earliest,
             max_rate_per_partition: None,
+            min_rate_per_partition: None,
             retention: RetentionPolicy::Fail,
             client: Vec::new(),
             name: None,
@@ -214,9 +198,21 @@ impl KafkaSource {
     }
 
     /// At most this many records per partition per second of batch interval (Spark's
-    /// `maxRatePerPartition`); default unlimited.
+    /// `maxRatePerPartition`); default unlimited. With backpressure
+    /// ([`StreamingConf::backpressure`](crate::StreamingConf::backpressure)) it caps
+    /// each partition's share of the estimated rate.
     pub fn max_rate_per_partition(mut self, records_per_s: u64) -> Self {
         self.max_rate_per_partition = Some(records_per_s);
+        self
+    }
+
+    /// With a rate limit (backpressure or [`max_rate_per_partition`](Self::max_rate_per_partition)),
+    /// each partition with a lag still gets at least this many records per second of
+    /// batch interval, however low backpressure's estimate or the partition's share of
+    /// it (Spark's `minRatePerPartition`). Default: none (but always at least one
+    /// record per partition per batch). Without any rate limit it changes nothing.
+    pub fn min_rate_per_partition(mut self, records_per_s: u64) -> Self {
+        self.min_rate_per_partition = Some(records_per_s);
         self
     }
 
@@ -256,9 +252,10 @@ impl KafkaSource {
         self
     }
 
-    /// The ranges batch `t` reads, in partition order (Spark's `HasOffsetRanges`), while
-    /// the batch is pending or running (for example in `foreach_batch`, with `b.time`);
-    /// empty for a batch this handle's stream never planned or already forgot.
+    /// The ranges batch `t` reads, in partition order, while the batch is pending or
+    /// running; empty for a batch this handle's stream never planned or already forgot.
+    /// In an output, [`BatchContext::offset_ranges`](crate::BatchContext::offset_ranges)
+    /// gives the same without a handle, for every Kafka input upstream.
     pub fn offset_ranges(&self, t: BatchTime) -> Vec<OffsetRange> {
         self.shared
             .ranges
@@ -309,6 +306,20 @@ impl KafkaSource {
                 "must be at least 1 record/s",
             ));
         }
+        if self.min_rate_per_partition == Some(0) {
+            return Err(config(
+                "min_rate_per_partition",
+                "must be at least 1 record/s",
+            ));
+        }
+        if let (Some(min), Some(max)) = (self.min_rate_per_partition, self.max_rate_per_partition) {
+            if min > max {
+                return Err(config(
+                    "min_rate_per_partition",
+                    &format!("{min} records/s is above max_rate_per_partition ({max} records/s)"),
+                ));
+            }
+        }
         for (k, _) in &self.client {
             if ["isolation.level", "enable.auto.commit", "group.id"].contains(&k.as_str()) {
                 return Err(config(k, "is set by the source itself"));
@@ -351,6 +362,8 @@ struct State {
     planned: BTreeMap<BatchTime, Vec<OffsetRange>>,
     /// The high watermarks last fetched.
     high: HashMap<Tp, i64>,
+    /// The sum of the partitions' rate limits of the latest plan (records/s), if any.
+    rate_limit: Option<f64>,
     last_error: Option<String>,
 }
 
@@ -367,6 +380,9 @@ struct KafkaInput {
     restored: AtomicBool,
     records_total: AtomicU64,
     lost: AtomicU64,
+    /// With backpressure: the PID estimator, fed by completed batches (as a listener)
+    /// with the records this input gave them; its rate is split over the partitions.
+    backpressure: Option<Arc<RateController>>,
 }
 
 fn kafka_err(e: &KafkaError) -> String {
@@ -416,6 +432,52 @@ pub(crate) fn retry_transient<R>(
             r => return r,
         }
     }
+}
+
+/// Each partition's rate limit in records/s, as Spark's
+/// `DirectKafkaInputDStream.maxMessagesPerPartition` computes it. With a backpressure
+/// estimate `rate` (records/s for the whole input), partition `p` gets
+/// `rate × lag_p / Σ lag` (the partitions furthest behind get the most), capped at
+/// `max`; without one, every partition gets `max`. Either way floored at `min`.
+/// `None`: no limit at all (neither an estimate nor a maximum; `min` alone limits
+/// nothing). `lags` are the records each partition has to read (negative counts as 0).
+pub(crate) fn partition_rates(
+    lags: &[i64],
+    rate: Option<f64>,
+    min: Option<u64>,
+    max: Option<u64>,
+) -> Option<Vec<f64>> {
+    let max = max.map(|m| m as f64);
+    let rates: Vec<f64> = match rate.filter(|r| r.is_finite() && *r > 0.0) {
+        Some(rate) => {
+            let total: f64 = lags.iter().map(|l| (*l).max(0) as f64).sum();
+            lags.iter()
+                .map(|lag| {
+                    let share = if total > 0.0 {
+                        rate * (*lag).max(0) as f64 / total
+                    } else {
+                        0.0
+                    };
+                    max.map_or(share, |m| share.min(m))
+                })
+                .collect()
+        }
+        None => vec![max?; lags.len()],
+    };
+    let min = min.map_or(0.0, |m| m as f64);
+    Some(rates.into_iter().map(|r| r.max(min)).collect())
+}
+
+/// The most records each partition may give one batch: its rate (records/s) times
+/// the batch interval, rounded down, but at least one record, so that every partition
+/// with a lag moves on whatever the rate.
+pub(crate) fn records_per_batch(rates: &[f64], batch: Duration) -> Vec<i64> {
+    // rate × ms / 1000: exact for whole rates and intervals in whole ms.
+    let ms = batch.as_millis() as f64;
+    rates
+        .iter()
+        .map(|r| ((r * ms / 1000.0).floor() as i64).max(1))
+        .collect()
 }
 
 impl KafkaInput {
@@ -563,14 +625,14 @@ impl KafkaInput {
         }
     }
 
-    /// Fixes the ranges of a new batch `t`.
+    /// Fixes the ranges of a new batch `t`: from each partition's next offset to its
+    /// last stable offset, capped by the partition's rate limit (see
+    /// [`partition_rates`]) times the batch interval.
     fn plan(&self, t: BatchTime, env: &ExecutionEnv) -> Result<Vec<OffsetRange>> {
         let parts = self.partitions()?;
-        let cap = self
-            .source
-            .max_rate_per_partition
-            .map(|r| ((r as u128 * env.batch.as_millis()) / 1000).max(1) as i64);
-        let mut ranges = Vec::with_capacity(parts.len());
+        // Each partition's watermarks and next offset first: the rate is split over
+        // the partitions by their lags.
+        let mut found = Vec::with_capacity(parts.len());
         for tp in parts {
             let (low, high) = self.watermarks(&tp)?;
             let known = self
@@ -595,6 +657,27 @@ impl KafkaInput {
                     tp.0, tp.1
                 )));
             }
+            found.push((tp, low, high, from));
+        }
+        let lags: Vec<i64> = found
+            .iter()
+            .map(|(_, low, high, from)| high - from.max(low))
+            .collect();
+        let estimate = self
+            .backpressure
+            .as_ref()
+            .and_then(|c| c.limiter.rate())
+            .map(|r| r as f64);
+        let rates = partition_rates(
+            &lags,
+            estimate,
+            self.source.min_rate_per_partition,
+            self.source.max_rate_per_partition,
+        );
+        let caps = rates.as_ref().map(|r| records_per_batch(r, env.batch));
+        let mut ranges = Vec::with_capacity(found.len());
+        for (i, (tp, low, high, from)) in found.into_iter().enumerate() {
+            let cap = caps.as_ref().map(|c| c[i]);
             let until = cap.map_or(high, |c| high.min(from.saturating_add(c)));
             let mut r = OffsetRange {
                 topic: tp.0.clone(),
@@ -617,6 +700,8 @@ impl KafkaInput {
                 .insert(tp, high);
             ranges.push(r);
         }
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.rate_limit = rates.map(|r| r.iter().sum());
         Ok(ranges)
     }
 
@@ -800,6 +885,12 @@ impl KafkaInput {
         let batch = Batch::from_partitions(data);
         let n = batch.len() as u64;
         self.records_total.fetch_add(n, Ordering::Relaxed);
+        if let Some(c) = &self.backpressure {
+            c.records
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(t, n);
+        }
         self.alloc.set(t, batch);
         Ok(n)
     }
@@ -880,6 +971,11 @@ impl Input for KafkaInput {
         self.commit_to_group(&done);
     }
 
+    fn offset_ranges(&self, t: BatchTime) -> Option<Vec<OffsetRange>> {
+        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        Some(st.planned.get(&t).cloned().unwrap_or_default())
+    }
+
     fn plan_of(&self, t: BatchTime) -> Option<Vec<u8>> {
         let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         crate::runtime::graph::encode(st.planned.get(&t)?).ok()
@@ -946,7 +1042,7 @@ impl Input for KafkaInput {
                 "active"
             }
             .into(),
-            rate_limit_per_s: self.source.max_rate_per_partition.map(|r| r as f64),
+            rate_limit_per_s: st.rate_limit,
             last_error: st.last_error.clone(),
             records_total: self.records_total.load(Ordering::Relaxed),
             lost_to_retention: self.lost.load(Ordering::Relaxed),
@@ -963,6 +1059,26 @@ impl StreamingContext {
     pub fn kafka_direct_stream(&self, source: KafkaSource) -> Result<DStream<KafkaRecord>> {
         source.validate()?;
         let identity = source.identity();
+        let conf = self.conf();
+        // Backpressure as for receivers (Spark's RateController on the direct stream):
+        // the estimate starts at the initial rate, if any; until there is one, only
+        // max_rate_per_partition limits.
+        let backpressure = if conf.backpressure {
+            Some(Arc::new(RateController {
+                estimator: Mutex::new(PidRateEstimator::new(
+                    conf.batch_interval,
+                    conf.backpressure_pid,
+                )?),
+                limiter: Arc::new(RateLimiter::new(
+                    None,
+                    conf.backpressure_initial_rate.map(|r| r as f64),
+                )),
+                records: Arc::default(),
+                name: format!("kafka {identity}"),
+            }))
+        } else {
+            None
+        };
         let alloc = Arc::new(Allocations::default());
         let input = Arc::new(KafkaInput {
             source,
@@ -975,8 +1091,13 @@ impl StreamingContext {
             restored: AtomicBool::new(false),
             records_total: AtomicU64::new(0),
             lost: AtomicU64::new(0),
+            backpressure: backpressure.clone(),
         });
-        self.input_stream("kafka", identity, alloc, input)
+        let stream = self.input_stream("kafka", identity, alloc, input)?;
+        if let Some(c) = backpressure {
+            self.add_listener(c);
+        }
+        Ok(stream)
     }
 }
 
@@ -1017,6 +1138,112 @@ mod tests {
             .set("fetch.max.bytes", "1000")
             .validate()
             .is_ok());
+    }
+
+    #[test]
+    fn min_rate_is_checked_against_max_rate() {
+        let err = |s: KafkaSource| s.validate().unwrap_err().to_string();
+        assert!(err(KafkaSource::new("h:1")
+            .topics(["t"])
+            .min_rate_per_partition(0))
+        .contains("min_rate_per_partition"));
+        let e = err(KafkaSource::new("h:1")
+            .topics(["t"])
+            .min_rate_per_partition(200)
+            .max_rate_per_partition(100));
+        assert!(
+            e.contains("200 records/s is above max_rate_per_partition (100"),
+            "{e}"
+        );
+        assert!(KafkaSource::new("h:1")
+            .topics(["t"])
+            .min_rate_per_partition(100)
+            .max_rate_per_partition(100)
+            .validate()
+            .is_ok());
+    }
+
+    fn close(got: Option<Vec<f64>>, want: &[f64]) {
+        let got = got.expect("a limit");
+        assert_eq!(got.len(), want.len(), "{got:?}");
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() < 1e-9, "{got:?} != {want:?}");
+        }
+    }
+
+    #[test]
+    fn without_an_estimate_every_partition_gets_the_max_rate() {
+        let lags = [600, 300, 0];
+        assert_eq!(partition_rates(&lags, None, None, None), None, "no limit");
+        assert_eq!(
+            partition_rates(&lags, None, Some(50), None),
+            None,
+            "a minimum alone limits nothing"
+        );
+        close(
+            partition_rates(&lags, None, None, Some(100)),
+            &[100.0, 100.0, 100.0],
+        );
+        // A bad estimate (none yet, NaN, 0) is no estimate.
+        close(
+            partition_rates(&lags, Some(f64::NAN), None, Some(100)),
+            &[100.0, 100.0, 100.0],
+        );
+        close(
+            partition_rates(&lags, Some(0.0), None, Some(100)),
+            &[100.0, 100.0, 100.0],
+        );
+    }
+
+    #[test]
+    fn the_estimate_is_split_by_lag_capped_at_max_and_floored_at_min() {
+        // 1000 records/s over lags 600/300/100/0: 600, 300, 100, 0.
+        let lags = [600, 300, 100, 0];
+        close(
+            partition_rates(&lags, Some(1000.0), None, None),
+            &[600.0, 300.0, 100.0, 0.0],
+        );
+        // Capped at 500 records/s each: the first loses 100 (Spark does not give it to
+        // the others either).
+        close(
+            partition_rates(&lags, Some(1000.0), None, Some(500)),
+            &[500.0, 300.0, 100.0, 0.0],
+        );
+        // Floored at 150: the small and the idle partition get it.
+        close(
+            partition_rates(&lags, Some(1000.0), Some(150), Some(500)),
+            &[500.0, 300.0, 150.0, 150.0],
+        );
+        // A low estimate: every partition at the minimum, the split no longer matters.
+        close(
+            partition_rates(&lags, Some(10.0), Some(150), Some(500)),
+            &[150.0, 150.0, 150.0, 150.0],
+        );
+        // Nothing to read anywhere (no lag, or offsets ahead of the watermark).
+        close(
+            partition_rates(&[0, -5], Some(1000.0), None, Some(500)),
+            &[0.0, 0.0],
+        );
+        close(
+            partition_rates(&[-5, 10], Some(1000.0), None, None),
+            &[0.0, 1000.0],
+        );
+    }
+
+    #[test]
+    fn a_batch_takes_the_rate_times_the_interval_and_at_least_one_record() {
+        let ms = Duration::from_millis;
+        assert_eq!(
+            records_per_batch(&[200.0, 300.0, 1.0], ms(100)),
+            vec![20, 30, 1]
+        );
+        assert_eq!(records_per_batch(&[500.0, 0.0], ms(2500)), vec![1250, 1]);
+        // Rounded down: 333.3… records/s for 1 s is 333.
+        assert_eq!(records_per_batch(&[1000.0 / 3.0], ms(1000)), vec![333]);
+        // The example of the README: 500/s split over lags 600/300/100, max 200,
+        // min 80, 1 s batches.
+        let rates = partition_rates(&[600, 300, 100], Some(500.0), Some(80), Some(200)).unwrap();
+        assert_eq!(records_per_batch(&rates, ms(1000)), vec![200, 150, 80]);
     }
 
     #[test]

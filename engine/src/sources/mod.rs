@@ -12,6 +12,7 @@ pub mod files;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub(crate) mod lines;
+pub mod offsets;
 pub(crate) mod queue;
 pub(crate) mod rate;
 pub(crate) mod receiver;

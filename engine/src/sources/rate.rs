@@ -1,7 +1,9 @@
-//! Receiver rate control: a token-bucket [`RateLimiter`] applied in
+//! Rate control: a token-bucket [`RateLimiter`] applied in
 //! [`ReceiverContext::store`](crate::ReceiverContext::store), and backpressure, a
 //! [`PidRateEstimator`] (Spark's `PIDRateEstimator`) fed by batch completions that
-//! lowers or raises the limiter's rate to what the job actually processes.
+//! lowers or raises the limiter's rate to what the job actually processes. The Kafka
+//! direct source (feature `kafka`) uses the same controller and reads its rate to size
+//! each batch's offset ranges instead of throttling a receiver.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -273,9 +275,9 @@ impl RateLimiter {
     }
 }
 
-/// Backpressure for one receiver input: a listener that feeds each completed batch's
-/// record count for this input (not the whole batch's) into the estimator and sets the
-/// new rate on the input's limiter.
+/// Backpressure for one input (a receiver, or the Kafka direct source): a listener
+/// that feeds each completed batch's record count for this input (not the whole
+/// batch's) into the estimator and sets the new rate on the input's limiter.
 pub(crate) struct RateController {
     pub(crate) estimator: Mutex<PidRateEstimator>,
     pub(crate) limiter: Arc<RateLimiter>,
@@ -318,7 +320,7 @@ impl RateController {
         if let Some(rate) = new {
             self.limiter.set_estimated(rate);
             tracing::info!(input = %self.name, rate = rate.round(), effective = ?self.limiter.rate(),
-                "backpressure: new receiver rate");
+                "backpressure: new input rate");
         }
     }
 }
