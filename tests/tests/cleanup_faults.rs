@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sluice::prelude::*;
+use sluice::CheckpointInfo;
 use sluice_testkit::eventually;
 use sluice_wal::fs::{Fault, FileSystem, SimFs};
 
@@ -63,32 +64,64 @@ fn checkpoints(fs: &SimFs) -> Vec<String> {
     v
 }
 
+/// Arms the fault between two cleanup rounds, on request. It hears of each checkpoint
+/// once its cleanup round is over, and the next round starts only after that (one
+/// checkpoint is written at a time): arming here never lands mid-round, where the
+/// fault could hit the next publish instead (which fails the job, as it should).
+struct ArmBetweenRounds {
+    fs: SimFs,
+    /// Set by the test to ask for the fault; `Some(listing)` once armed.
+    request: Mutex<(bool, Option<Vec<String>>)>,
+}
+
+impl StreamingListener for ArmBetweenRounds {
+    fn on_checkpoint(&self, info: &CheckpointInfo) {
+        let mut r = self.request.lock().unwrap();
+        if !r.0 || r.1.is_some() || info.error.is_some() {
+            return;
+        }
+        let now = checkpoints(&self.fs);
+        if (now.len() as u64) < RETAINED {
+            return;
+        }
+        // The next round publishes one more, so retention reads the newest `RETAINED`
+        // (the second oldest now among them: its first open) and deletes the oldest;
+        // then it reads every retained one, oldest first: the second oldest now, whose
+        // second open fails.
+        self.fs.inject(Fault::FailOpen {
+            path_contains: now[1].clone(),
+            nth: 2,
+        });
+        r.1 = Some(now);
+    }
+}
+
 #[test]
 fn read_failures_during_cleanup_never_cost_the_checkpoint_a_restart_falls_back_to() {
     let fs = SimFs::new();
     let totals: Totals = Arc::default();
     let ssc = job(&fs, &totals);
+    let arm = Arc::new(ArmBetweenRounds {
+        fs: fs.clone(),
+        request: Mutex::new((false, None)),
+    });
+    ssc.add_listener(arm.clone());
     ssc.start().unwrap();
     // Retention is under way once the first checkpoint is gone again (more than
-    // `RETAINED` were written). Waiting to see `RETAINED + 1` at once instead raced with
-    // cleanup, which removes the extra one right after it is published.
+    // `RETAINED` were written).
     assert!(eventually(30, || !checkpoints(&fs).is_empty()));
     let first = checkpoints(&fs)[0].clone();
     assert!(eventually(30, || {
         let now = checkpoints(&fs);
         now.len() as u64 >= RETAINED && !now.contains(&first)
     }));
-    // A cleanup round reads the `RETAINED` newest checkpoints (retention), then every
-    // retained one, oldest first: fail the first read of that sweep (the oldest).
-    let rounds_before = checkpoints(&fs);
-    fs.inject(Fault::FailOpen {
-        path_contains: "checkpoint-".into(),
-        nth: RETAINED + 1,
-    });
+    arm.request.lock().unwrap().0 = true;
+    assert!(eventually(30, || arm.request.lock().unwrap().1.is_some()));
     assert!(eventually(30, || fs.faults_pending() == 0));
     // Stop before the next checkpoint (and its cleanup round).
     ssc.stop(false).unwrap();
     drop(ssc);
+    let rounds_before = arm.request.lock().unwrap().1.clone().unwrap();
     let retained = checkpoints(&fs);
     assert!(retained.len() as u64 >= RETAINED, "{retained:?}");
     assert_ne!(
