@@ -338,7 +338,14 @@ impl KafkaSource {
             .set("allow.auto.create.topics", "false")
             // A fetch below the earliest offset is an error, never a silent jump.
             .set("auto.offset.reset", "error")
-            .set("log_level", "3");
+            .set("log_level", "3")
+            // A batch reads a whole range at once: fetch in large pieces (librdkafka's
+            // defaults, 1 MiB per partition per fetch, suit a consumer that keeps up
+            // record by record). The user's settings below override these.
+            .set("fetch.message.max.bytes", "8388608")
+            .set("fetch.max.bytes", "67108864")
+            .set("queued.min.messages", "1000000")
+            .set("queued.max.messages.kbytes", "262144");
         for (k, v) in &self.client {
             c.set(k, v);
         }
