@@ -7,6 +7,11 @@
 //!   file sink),
 //! - windowed counts (inverse reduce) to `OUT/window/window-<ms>/`.
 //!
+//! With `--kafka BROKERS` a third input is the `chaos-in` topic, read with the direct
+//! source (offset ranges in the driver log and checkpoints), and the per-batch counts
+//! also go to the `chaos-out` topic through the exactly-once Kafka sink (key: the word,
+//! value: `BATCH_MS COUNT`).
+//!
 //! It runs on a [`FaultyFs`] and arms the disk faults the harness drops into its
 //! `faults/` directory while it runs; it prints `ready` and one line per completed
 //! batch on stdout for the harness.
@@ -18,7 +23,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sluice::prelude::*;
-use sluice::sinks::PostgresSink;
+use sluice::sinks::{KafkaSink, PostgresSink};
+use sluice::{KafkaRecord, KafkaSource};
 use sluice_wal::fs::{Fault, FaultyFs, StdFs};
 
 use crate::broker::BrokerReceiver;
@@ -49,7 +55,16 @@ pub struct DriverOptions {
     /// The table of per-batch counts.
     #[arg(long)]
     pub table: String,
+    /// Kafka's bootstrap servers: read [`KAFKA_INPUT`] too, and write the per-batch
+    /// counts to [`KAFKA_OUTPUT`] exactly once.
+    #[arg(long)]
+    pub kafka: Option<String>,
 }
+
+/// The topic the harness writes lines to (with `--kafka`).
+pub const KAFKA_INPUT: &str = "chaos-in";
+/// The topic the job writes its per-batch counts to (with `--kafka`).
+pub const KAFKA_OUTPUT: &str = "chaos-out";
 
 /// A disk fault as the harness writes it into `faults/NAME.fault`: `fsync-fail N`,
 /// `torn-write N KEEP` or `enospc BYTES`.
@@ -144,8 +159,16 @@ pub fn run(o: DriverOptions) -> Result<(), String> {
         let received = ssc.receiver_stream(BrokerReceiver {
             addr: oc.broker.clone(),
         })?;
-        let words = files
-            .union(&received)?
+        let mut lines = files.union(&received)?;
+        if let Some(brokers) = &oc.kafka {
+            let kafka = ssc
+                .kafka_direct_stream(KafkaSource::new(brokers.clone()).topics([KAFKA_INPUT]))?
+                .map(|r: &KafkaRecord| {
+                    String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned()
+                })?;
+            lines = lines.union(&kafka)?;
+        }
+        let words = lines
             .flat_map(|l: &String| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())?
             .map(|w: &String| (w.clone(), 1u64))?;
 
@@ -156,13 +179,18 @@ pub fn run(o: DriverOptions) -> Result<(), String> {
                 "INSERT INTO {}(batch_ms, word, n) VALUES ($1, $2, $3)",
                 oc.table
             ));
-        deltas
-            .transform(|b: &Batch<(String, u64)>, t| {
-                Ok(b.iter().map(|(w, n)| (t.0, w.clone(), *n)).collect())
-            })?
-            .save_to_postgres(sink, |(t, w, n): &(u64, String, u64)| {
-                vec![(*t).into(), w.into(), (*n).into()]
+        let per_batch = deltas.transform(|b: &Batch<(String, u64)>, t| {
+            Ok(b.iter().map(|(w, n)| (t.0, w.clone(), *n)).collect())
+        })?;
+        per_batch.save_to_postgres(sink, |(t, w, n): &(u64, String, u64)| {
+            vec![(*t).into(), w.into(), (*n).into()]
+        })?;
+        if let Some(brokers) = &oc.kafka {
+            let sink = KafkaSink::new(brokers.clone(), KAFKA_OUTPUT, oc.table.clone());
+            per_batch.save_to_kafka(sink, |(t, w, n): &(u64, String, u64)| {
+                (w.clone(), format!("{t} {n}"))
             })?;
+        }
 
         let state =
             words.update_state_by_key("chaos-counts", |vs: &[u64], s: Option<&(u64, bool)>| {

@@ -13,8 +13,11 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use rdkafka::client::ClientContext;
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+
 use crate::broker::Broker;
-use crate::driver::WINDOW_BATCHES;
+use crate::driver::{self, WINDOW_BATCHES};
 use crate::oracle::{self, Counts, Outputs, Verdict};
 use crate::proxy::{Mode, Proxy};
 use crate::rng::Rng;
@@ -34,6 +37,10 @@ pub struct RunOptions {
     pub pg: Option<String>,
     /// Keep the work directory (it is kept anyway when the run fails).
     pub work: Option<PathBuf>,
+    /// Start a Kafka broker for the run: the job also reads a topic with the direct
+    /// source and writes its per-batch counts to another through the exactly-once
+    /// Kafka sink; the broker is SIGKILLed and restarted, and paused, while it runs.
+    pub kafka: bool,
 }
 
 /// A fault the harness injects.
@@ -46,6 +53,8 @@ pub enum FaultKind {
     DiskFull,
     S3Down,
     S3Latency,
+    KafkaKill,
+    KafkaPause,
 }
 
 impl FaultKind {
@@ -58,6 +67,8 @@ impl FaultKind {
             FaultKind::DiskFull => "enospc",
             FaultKind::S3Down => "s3_outage",
             FaultKind::S3Latency => "s3_latency",
+            FaultKind::KafkaKill => "kafka_kill",
+            FaultKind::KafkaPause => "kafka_pause",
         }
     }
 }
@@ -107,6 +118,10 @@ impl Report {
             ("batches", v.batches.to_string()),
             ("records in", v.records_in.to_string()),
             ("records out", v.records_out.to_string()),
+            (
+                "kafka out",
+                v.records_out_kafka.map_or("-".into(), |n| n.to_string()),
+            ),
             ("lost", v.lost.to_string()),
             ("duplicated", v.duplicated.to_string()),
             ("wrong", v.wrong.to_string()),
@@ -140,6 +155,7 @@ impl Report {
             "batches": v.batches,
             "records_in": v.records_in,
             "records_out": v.records_out,
+            "records_out_kafka": v.records_out_kafka,
             "lost": v.lost,
             "duplicated": v.duplicated,
             "wrong": v.wrong,
@@ -169,12 +185,87 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Writes input files into `dir` and lines into the broker until `stop`, counting
-/// every word into `oracle`.
+/// Notes the first record the Kafka producer could not deliver.
+#[derive(Default)]
+struct Delivery {
+    failed: Mutex<Option<String>>,
+}
+
+impl ClientContext for Delivery {}
+
+impl ProducerContext for Delivery {
+    type DeliveryOpaque = ();
+    fn delivery(&self, r: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = r {
+            lock(&self.failed).get_or_insert_with(|| e.to_string());
+        }
+    }
+}
+
+/// Writes lines to the Kafka input topic: idempotent, and retried for as long as a
+/// broker outage of the run can last, so each line lands exactly once.
+struct KafkaFeed {
+    producer: BaseProducer<Delivery>,
+    /// Delivered or not yet failed: the harness counts a line when it hands it over.
+    brokers: String,
+}
+
+impl KafkaFeed {
+    fn new(brokers: &str) -> Result<KafkaFeed, String> {
+        let producer = sluice_testkit::kafka_client::config(brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("message.timeout.ms", "600000")
+            .create_with_context(Delivery::default())
+            .map_err(|e| format!("kafka producer for {brokers}: {e}"))?;
+        Ok(KafkaFeed {
+            producer,
+            brokers: brokers.to_owned(),
+        })
+    }
+
+    fn send(&self, partition: i32, line: &str) -> Result<(), String> {
+        let rec = BaseRecord::<(), str>::to(driver::KAFKA_INPUT)
+            .partition(partition)
+            .payload(line);
+        sluice::sinks::kafka::send_waiting(&self.producer, rec).map_err(|e| {
+            format!(
+                "producing to {} on {}: {e}",
+                driver::KAFKA_INPUT,
+                self.brokers
+            )
+        })?;
+        self.producer.poll(Duration::ZERO);
+        self.failed()
+    }
+
+    fn failed(&self) -> Result<(), String> {
+        match lock(&self.producer.context().failed).as_ref() {
+            Some(e) => Err(format!(
+                "a line for {} was not delivered: {e}",
+                driver::KAFKA_INPUT
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits until every line handed over is delivered.
+    fn flush(&self) -> Result<(), String> {
+        self.producer
+            .flush(Duration::from_secs(600))
+            .map_err(|e| format!("flushing the lines for {}: {e}", driver::KAFKA_INPUT))?;
+        self.failed()
+    }
+}
+
+/// Writes input files into `dir`, lines into the broker, and with `kafka` lines into
+/// the Kafka input topic until `stop`, counting every word into `oracle`.
 fn produce(
     mut rng: Rng,
     dir: PathBuf,
     broker: Broker,
+    kafka: Option<KafkaFeed>,
     oracle: Arc<Mutex<Counts>>,
     stop: Arc<AtomicBool>,
 ) -> Result<(), String> {
@@ -185,6 +276,13 @@ fn produce(
             let l = oracle::line(&mut rng);
             oracle::count_line(&mut lock(&oracle), &l);
             broker.push(l);
+        }
+        if let Some(k) = &kafka {
+            for _ in 0..rng.range(2, 20) {
+                let l = oracle::line(&mut rng);
+                oracle::count_line(&mut lock(&oracle), &l);
+                k.send(rng.range(0, 2) as i32, &l)?;
+            }
         }
         if tick.is_multiple_of(4) {
             // A file, moved in atomically: written under a hidden name, then renamed.
@@ -210,7 +308,7 @@ fn produce(
         tick += 1;
         std::thread::sleep(Duration::from_millis(100));
     }
-    Ok(())
+    kafka.as_ref().map_or(Ok(()), KafkaFeed::flush)
 }
 
 /// The checkpoint location, the extra environment of the driver, and what must stay
@@ -292,7 +390,7 @@ fn location(o: &RunOptions, work: &Path) -> Result<Location, String> {
 
 /// The faults of the run, in order: `kills` SIGKILLs plus at least one of every other
 /// kind that applies to the location, shuffled by the seed.
-fn schedule(rng: &mut Rng, kills: u32, loc: &Location) -> Vec<FaultKind> {
+fn schedule(rng: &mut Rng, kills: u32, loc: &Location, kafka: bool) -> Vec<FaultKind> {
     let mut kinds = vec![FaultKind::Kill; kills as usize];
     let extra = (kills / 8).max(1);
     let mut others = vec![FaultKind::Pause];
@@ -305,6 +403,9 @@ fn schedule(rng: &mut Rng, kills: u32, loc: &Location) -> Vec<FaultKind> {
     }
     if loc.proxy.is_some() {
         others.extend([FaultKind::S3Down, FaultKind::S3Latency]);
+    }
+    if kafka {
+        others.extend([FaultKind::KafkaKill, FaultKind::KafkaPause]);
     }
     for k in others {
         kinds.extend(std::iter::repeat_n(k, extra as usize));
@@ -364,6 +465,7 @@ fn start_supervisor(
     broker: &Broker,
     table: &str,
     pg: &str,
+    kafka: Option<&str>,
 ) -> Result<Child, String> {
     let exe = std::env::current_exe().map_err(|e| format!("locating sluice-chaos: {e}"))?;
     let log = std::fs::File::create(work.join("driver.log"))
@@ -388,6 +490,7 @@ fn start_supervisor(
         .args(["--broker", broker.addr()])
         .args(["--pg", pg])
         .args(["--table", table])
+        .args(kafka.iter().flat_map(|k| ["--kafka", k]))
         .envs(loc.env.iter().map(|(k, v)| (k, v)))
         .env(
             "RUST_LOG",
@@ -439,6 +542,12 @@ pub fn run(o: &RunOptions) -> Result<Report, String> {
     .map_err(|e| format!("creating {table}: {e}"))?;
 
     let broker = Broker::start().map_err(|e| format!("starting the broker: {e}"))?;
+    let mut kafka = match o.kafka {
+        false => None,
+        true => Some(start_kafka()?),
+    };
+    let brokers = kafka.as_ref().map(sluice_testkit::KafkaServer::brokers);
+    let feed = brokers.as_deref().map(KafkaFeed::new).transpose()?;
     let oracle: Arc<Mutex<Counts>> = Arc::default();
     let stop_input = Arc::new(AtomicBool::new(false));
     let producer = {
@@ -448,10 +557,18 @@ pub fn run(o: &RunOptions) -> Result<Report, String> {
             oracle.clone(),
             stop_input.clone(),
         );
-        std::thread::spawn(move || produce(input_rng, dir, b, orc, stop))
+        std::thread::spawn(move || produce(input_rng, dir, b, feed, orc, stop))
     };
 
-    let mut sup = start_supervisor(o, &work_dir, &loc, &broker, &table, &pg_url)?;
+    let mut sup = start_supervisor(
+        o,
+        &work_dir,
+        &loc,
+        &broker,
+        &table,
+        &pg_url,
+        brokers.as_deref(),
+    )?;
     let seen: Arc<Mutex<Seen>> = Arc::default();
     let (ready_tx, ready_rx) = mpsc::channel::<Instant>();
     {
@@ -497,6 +614,7 @@ pub fn run(o: &RunOptions) -> Result<Report, String> {
         &ready_rx,
         &mut report,
         &mut sup,
+        kafka.as_mut(),
     );
     if let Err(e) = &result {
         report.failure = Some(e.clone());
@@ -575,6 +693,20 @@ pub fn run(o: &RunOptions) -> Result<Report, String> {
 
     // Compare.
     let mut out = pg_outputs(&mut pg, &table)?;
+    if let Some(b) = &brokers {
+        let mut k = oracle::KafkaOut::default();
+        for p in 0..KAFKA_PARTITIONS {
+            for r in sluice_testkit::kafka_client::read_partition(
+                b,
+                driver::KAFKA_OUTPUT,
+                p,
+                "read_committed",
+            )? {
+                k.add(&r.key, &r.value)?;
+            }
+        }
+        out.kafka = Some(k);
+    }
     out.state = oracle::read_file_sink(&work_dir.join("out").join("state"), "state")?;
     out.window = oracle::read_file_sink(&work_dir.join("out").join("window"), "window")?;
     report.verdict = oracle::check(&lock(&oracle), &out, o.batch_ms, WINDOW_BATCHES);
@@ -594,6 +726,19 @@ pub fn run(o: &RunOptions) -> Result<Report, String> {
         ));
     }
     Ok(report)
+}
+
+/// Partitions of the Kafka input and output topics.
+const KAFKA_PARTITIONS: i32 = 3;
+
+/// A Kafka broker for the run, with its input and output topics.
+fn start_kafka() -> Result<sluice_testkit::KafkaServer, String> {
+    let k = sluice_testkit::KafkaServer::start()
+        .map_err(|e| format!("starting Kafka for --kafka: {e}"))?;
+    for t in [driver::KAFKA_INPUT, driver::KAFKA_OUTPUT] {
+        sluice_testkit::kafka_client::create_topic(&k.brokers(), t, KAFKA_PARTITIONS)?;
+    }
+    Ok(k)
 }
 
 /// Waits until a driver is up (a `ready` after the last kill), or `deadline`.
@@ -620,9 +765,10 @@ fn campaign(
     ready_rx: &mpsc::Receiver<Instant>,
     report: &mut Report,
     sup: &mut Child,
+    mut kafka: Option<&mut sluice_testkit::KafkaServer>,
 ) -> Result<(), String> {
     let batch = Duration::from_millis(o.batch_ms);
-    let faults = schedule(rng, o.kills, loc);
+    let faults = schedule(rng, o.kills, loc, kafka.is_some());
     let t0 = Instant::now();
     let spacing = o.duration.as_secs_f64() / (faults.len() as f64 + 1.0);
     let mut fault_no = 0u64;
@@ -703,6 +849,28 @@ fn campaign(
                 proxy.set(mode);
                 std::thread::sleep(Duration::from_millis(rng.range(300, 2500)));
                 proxy.set(Mode::Pass);
+            }
+            FaultKind::KafkaKill => {
+                let k = kafka.as_deref_mut().ok_or("no Kafka broker to kill")?;
+                k.kill();
+                std::thread::sleep(Duration::from_millis(rng.range(0, 2000)));
+                k.restart().map_err(|e| {
+                    format!(
+                        "restarting Kafka after a kill: {e}\n{}",
+                        k.process().log_tail()
+                    )
+                })?;
+            }
+            FaultKind::KafkaPause => {
+                let k = kafka.as_deref().ok_or("no Kafka broker to pause")?;
+                let signal = |s| {
+                    k.process()
+                        .signal(s)
+                        .map_err(|e| format!("{s} to Kafka: {e}"))
+                };
+                signal(Signal::SIGSTOP)?;
+                std::thread::sleep(Duration::from_millis(rng.range(300, 3000)));
+                signal(Signal::SIGCONT)?;
             }
         }
         *report.faults.entry(*kind).or_default() += 1;

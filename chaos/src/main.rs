@@ -48,6 +48,12 @@ enum Cmd {
         /// Work directory to use and keep (default: a temporary one, kept on failure).
         #[arg(long)]
         work: Option<PathBuf>,
+        /// Also run Kafka: a broker started for the run, a topic the job reads with the
+        /// direct source, its per-batch counts written to another topic exactly once
+        /// (checked with a `read_committed` reader), and broker faults (SIGKILL and
+        /// restart, SIGSTOP) beside the job's.
+        #[arg(long)]
+        kafka: bool,
     },
     /// The reference job (started by `run` under `supervise`; not for direct use).
     #[command(hide = true)]
@@ -67,6 +73,7 @@ fn main() -> ExitCode {
             batch_ms,
             pg,
             work,
+            kafka,
         } => {
             let seed = seed.unwrap_or_else(|| {
                 SystemTime::now()
@@ -90,6 +97,7 @@ fn main() -> ExitCode {
                 batch_ms,
                 pg,
                 work,
+                kafka,
             };
             eprintln!("sluice-chaos: seed {seed}, {kills} kills over {duration} s");
             match harness::run(&opts) {
@@ -98,8 +106,11 @@ fn main() -> ExitCode {
                     if report.passed() {
                         ExitCode::SUCCESS
                     } else {
-                        let loc =
+                        let mut loc =
                             checkpoint.map_or(String::new(), |c| format!(" --checkpoint {c}"));
+                        if kafka {
+                            loc.push_str(" --kafka");
+                        }
                         eprintln!(
                             "sluice-chaos: FAILED with seed {seed}; replay with:\n  \
                              sluice-chaos run --seed {seed} --kills {kills} --duration {duration} \

@@ -8,7 +8,9 @@
 //! - totals: `Σ_b delta(b, w) = oracle(w)` for every word (else lost or duplicated);
 //! - state: at every batch `t` the cumulative counts written are `Σ_{b≤t} delta(b, w)`,
 //!   for exactly the words of batch `t`, and every batch time has its output;
-//! - windows: at every slide `t` the window counts are `Σ_{t-W<b≤t} delta(b, w)`.
+//! - windows: at every slide `t` the window counts are `Σ_{t-W<b≤t} delta(b, w)`;
+//! - Kafka (with `--kafka`): what a `read_committed` reader of the output topic sees is
+//!   exactly the per-batch counts in PostgreSQL, each once.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -56,6 +58,50 @@ pub struct Outputs {
     pub state: BTreeMap<u64, Counts>,
     /// Window counts per slide (file sink).
     pub window: BTreeMap<u64, Counts>,
+    /// The per-batch counts in the Kafka output topic, with `--kafka`.
+    pub kafka: Option<KafkaOut>,
+}
+
+/// What a `read_committed` reader of the Kafka output topic saw.
+#[derive(Debug, Default)]
+pub struct KafkaOut {
+    /// Per-batch counts (key: the word, value: `BATCH_MS COUNT`).
+    pub deltas: BTreeMap<u64, Counts>,
+    /// `(batch, word, count)` of every record seen a second time for one (batch, word).
+    pub repeated: Vec<(u64, String, u64)>,
+}
+
+impl KafkaOut {
+    /// Adds one output record; `Err` names a record that does not parse.
+    pub fn add(&mut self, key: &[u8], value: &[u8]) -> Result<(), String> {
+        let parsed = std::str::from_utf8(key).ok().and_then(|w| {
+            let (t, n) = std::str::from_utf8(value).ok()?.split_once(' ')?;
+            Some((w, t.parse::<u64>().ok()?, n.parse::<u64>().ok()?))
+        });
+        let Some((w, t, n)) = parsed else {
+            return Err(format!(
+                "malformed Kafka output record: key {:?} value {:?}",
+                String::from_utf8_lossy(key),
+                String::from_utf8_lossy(value)
+            ));
+        };
+        if self
+            .deltas
+            .entry(t)
+            .or_default()
+            .insert(w.to_owned(), n)
+            .is_some()
+        {
+            self.repeated.push((t, w.to_owned(), n));
+        }
+        Ok(())
+    }
+
+    /// The words counted in the topic (each record once, repeats included).
+    pub fn total(&self) -> u64 {
+        let once: u64 = self.deltas.values().flat_map(|d| d.values()).sum();
+        once + self.repeated.iter().map(|r| r.2).sum::<u64>()
+    }
 }
 
 /// Reads every published `PREFIX-<ms>/part-*` directory of a file sink.
@@ -109,6 +155,8 @@ pub struct Verdict {
     pub duplicated: u64,
     /// Output values that disagree with the input or with each other.
     pub wrong: u64,
+    /// Words counted in the Kafka output topic, with `--kafka`.
+    pub records_out_kafka: Option<u64>,
     /// Batches with output.
     pub batches: u64,
     /// The first problems found, for the report.
@@ -234,6 +282,45 @@ pub fn check(oracle: &Counts, out: &Outputs, batch_ms: u64, window_batches: u64)
         }
     }
 
+    // Kafka: the topic holds exactly the per-batch counts PostgreSQL holds, once each.
+    if let Some(k) = &out.kafka {
+        v.records_out_kafka = Some(k.total());
+        for (t, w, n) in &k.repeated {
+            v.duplicated += n;
+            if v.problems.len() < 20 {
+                v.problems.push(format!(
+                    "the Kafka output holds batch {t} word {w} more than once"
+                ));
+            }
+        }
+        let batches: std::collections::BTreeSet<&u64> =
+            out.deltas.keys().chain(k.deltas.keys()).collect();
+        for t in batches {
+            let (pg, kafka) = (
+                out.deltas.get(t).unwrap_or(&empty),
+                k.deltas.get(t).unwrap_or(&empty),
+            );
+            let words: std::collections::BTreeSet<&String> =
+                pg.keys().chain(kafka.keys()).collect();
+            for w in words {
+                match (pg.get(w), kafka.get(w)) {
+                    (Some(a), Some(b)) if a == b => {}
+                    (Some(a), None) => {
+                        v.lost += a;
+                        if v.problems.len() < 20 {
+                            v.problems.push(format!(
+                                "batch {t}: word {w} counted {a} in PostgreSQL, missing in Kafka"
+                            ));
+                        }
+                    }
+                    (a, b) => v.problem(format!(
+                        "batch {t}: word {w} is {a:?} in PostgreSQL but {b:?} in Kafka"
+                    )),
+                }
+            }
+        }
+    }
+
     // Windows: each slide's counts are the sum of the batches in its window.
     let span = window_batches * batch_ms;
     for (t, win) in &out.window {
@@ -323,5 +410,41 @@ mod tests {
         out.window.insert(200, counts(&[("a", 2), ("b", 1)]));
         let v = check(&oracle, &out, 100, 4);
         assert_eq!(v.wrong, 1, "{v:?}");
+    }
+
+    fn kafka(records: &[(&str, &str)]) -> KafkaOut {
+        let mut k = KafkaOut::default();
+        for (w, v) in records {
+            k.add(w.as_bytes(), v.as_bytes()).unwrap();
+        }
+        k
+    }
+
+    #[test]
+    fn the_kafka_output_must_equal_the_per_batch_counts_once_each() {
+        let (oracle, mut out) = outputs();
+        out.kafka = Some(kafka(&[("a", "100 2"), ("a", "200 1"), ("b", "200 1")]));
+        let v = check(&oracle, &out, 100, 4);
+        assert!(v.clean(), "{v:?}");
+        assert_eq!(v.records_out_kafka, Some(4));
+
+        out.kafka = Some(kafka(&[
+            ("a", "100 2"),
+            ("a", "200 1"),
+            ("b", "200 1"),
+            ("b", "200 1"),
+        ]));
+        let v = check(&oracle, &out, 100, 4);
+        assert_eq!((v.duplicated, v.records_out_kafka), (1, Some(5)), "{v:?}");
+
+        out.kafka = Some(kafka(&[("a", "100 2"), ("b", "200 1")]));
+        let v = check(&oracle, &out, 100, 4);
+        assert_eq!(v.lost, 1, "{v:?}");
+
+        out.kafka = Some(kafka(&[("a", "100 2"), ("a", "200 1"), ("b", "200 2")]));
+        let v = check(&oracle, &out, 100, 4);
+        assert_eq!(v.wrong, 1, "{v:?}");
+
+        assert!(KafkaOut::default().add(b"a", b"x 1").is_err());
     }
 }

@@ -1,7 +1,9 @@
 //! The bounded chaos campaign CI runs: the reference job killed and damaged by every
 //! fault kind — on a local checkpoint directory (SIGKILL, SIGSTOP, failed fsync, torn
 //! write, full disk) and on a moto S3 server behind the fault proxy (SIGKILL, SIGSTOP,
-//! S3 outage, S3 latency) — at least 20 kills in all; nothing may be lost, repeated or
+//! S3 outage, S3 latency), and with a Kafka broker (the job reading a topic with the
+//! direct source and writing to another through the exactly-once sink; the broker
+//! SIGKILLed and restarted, and paused) — at least 20 kills in all; nothing may be lost, repeated or
 //! wrong. The seed is random per run and printed; `SLUICE_CHAOS_SEED` replays one.
 
 use std::process::Command;
@@ -17,16 +19,11 @@ fn seed() -> u64 {
         })
 }
 
-/// Runs a campaign. `pg_from_env`: name this process's PostgreSQL in `SLUICE_CHAOS_PG`
+/// Runs a campaign with extra `args` for `sluice-chaos run`. `pg_from_env`: name this process's PostgreSQL in `SLUICE_CHAOS_PG`
 /// as the README offers (the harness's variables must not reach the job, which rejects
 /// unknown `SLUICE_*`); otherwise the harness starts a server of its own, as on a bare
 /// machine.
-fn campaign(
-    kills: u32,
-    duration: u32,
-    checkpoint: Option<&str>,
-    pg_from_env: bool,
-) -> serde_json::Value {
+fn campaign(kills: u32, duration: u32, args: &[&str], pg_from_env: bool) -> serde_json::Value {
     let seed = seed();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice-chaos"));
     cmd.env_remove("SLUICE_CHAOS_PG");
@@ -35,10 +32,8 @@ fn campaign(
     }
     cmd.args(["run", "--seed", &seed.to_string()])
         .args(["--kills", &kills.to_string()])
-        .args(["--duration", &duration.to_string()]);
-    if let Some(c) = checkpoint {
-        cmd.args(["--checkpoint", c]);
-    }
+        .args(["--duration", &duration.to_string()])
+        .args(args);
     let out = cmd.output().expect("run sluice-chaos");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -65,7 +60,7 @@ fn campaign(
 
 #[test]
 fn local_checkpoint_survives_kills_pauses_and_disk_faults() {
-    let v = campaign(12, 45, None, true);
+    let v = campaign(12, 45, &[], true);
     for k in ["sigstop", "fsync_fail", "torn_write", "enospc"] {
         assert!(v["faults"][k].as_u64().unwrap_or(0) >= 1, "{k}: {v}");
     }
@@ -73,8 +68,18 @@ fn local_checkpoint_survives_kills_pauses_and_disk_faults() {
 
 #[test]
 fn s3_checkpoint_survives_kills_pauses_and_object_store_faults() {
-    let v = campaign(10, 45, Some("s3"), false);
+    let v = campaign(10, 45, &["--checkpoint", "s3"], false);
     for k in ["sigstop", "s3_outage", "s3_latency"] {
         assert!(v["faults"][k].as_u64().unwrap_or(0) >= 1, "{k}: {v}");
     }
+}
+
+#[test]
+fn kafka_source_and_sink_survive_kills_and_broker_faults() {
+    let v = campaign(6, 40, &["--kafka"], true);
+    for k in ["kafka_kill", "kafka_pause"] {
+        assert!(v["faults"][k].as_u64().unwrap_or(0) >= 1, "{k}: {v}");
+    }
+    // Every per-batch count reached the Kafka topic once: its total is every record.
+    assert_eq!(v["records_out_kafka"], v["records_in"], "{v}");
 }

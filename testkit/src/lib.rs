@@ -49,6 +49,7 @@ use std::net::{Ipv4Addr, TcpListener};
 
 pub mod http;
 pub mod kafka;
+pub mod kafka_client;
 pub mod mariadb;
 pub mod moto;
 pub mod postgres;

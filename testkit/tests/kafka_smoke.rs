@@ -5,75 +5,27 @@
 
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::{Message, Offset, TopicPartitionList};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 fn config(brokers: &str) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", brokers);
-    c
+    sluice_testkit::kafka_client::config(brokers)
 }
 
 fn create_topic(brokers: &str, topic: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = config(brokers).create().unwrap();
-    let results = futures::executor::block_on(admin.create_topics(
-        &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
-        &AdminOptions::new().operation_timeout(Some(TIMEOUT)),
-    ))
-    .unwrap();
-    for r in results {
-        r.unwrap_or_else(|(t, e)| panic!("create topic {t}: {e}"));
-    }
+    sluice_testkit::kafka_client::create_topic(brokers, topic, partitions).unwrap();
 }
 
 /// Every record of `topic`'s `partition` from offset 0 up to the high watermark, read
 /// with `isolation`: `(offset, value)`.
 fn read_all(brokers: &str, topic: &str, partition: i32, isolation: &str) -> Vec<(i64, String)> {
-    let consumer: BaseConsumer = config(brokers)
-        .set("group.id", "sluice-smoke")
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", isolation)
-        .create()
-        .unwrap();
-    let (_, high) = consumer
-        .fetch_watermarks(topic, partition, TIMEOUT)
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, partition, Offset::Beginning)
-        .unwrap();
-    consumer.assign(&tpl).unwrap();
-    let mut out = Vec::new();
-    let deadline = std::time::Instant::now() + TIMEOUT;
-    loop {
-        let position = consumer
-            .position()
-            .unwrap()
-            .find_partition(topic, partition)
-            .and_then(|p| match p.offset() {
-                Offset::Offset(o) => Some(o),
-                _ => None,
-            })
-            .unwrap_or(0);
-        if position >= high {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "read stalled at {position} of {high}"
-        );
-        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
-            let m = m.unwrap();
-            let value = String::from_utf8(m.payload().unwrap().to_vec()).unwrap();
-            out.push((m.offset(), value));
-        }
-    }
-    out
+    sluice_testkit::kafka_client::read_partition(brokers, topic, partition, isolation)
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.offset, String::from_utf8(r.value).unwrap()))
+        .collect()
 }
 
 #[test]

@@ -15,12 +15,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use sluice::prelude::*;
 use sluice::sinks::{BatchOutcome, KafkaSink};
 use sluice::{Batch, KafkaRecord, KafkaSource, RetentionPolicy, StartingOffsets};
@@ -58,14 +58,7 @@ fn topic_on(brokers: &str, prefix: &str, partitions: i32) -> String {
         std::process::id(),
         N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
     );
-    let results = futures::executor::block_on(admin_on(brokers).create_topics(
-        &[NewTopic::new(&name, partitions, TopicReplication::Fixed(1))],
-        &AdminOptions::new().operation_timeout(Some(TIMEOUT)),
-    ))
-    .unwrap();
-    for r in results {
-        r.unwrap_or_else(|(t, e)| panic!("create topic {t}: {e}"));
-    }
+    sluice_testkit::kafka_client::create_topic(brokers, &name, partitions).unwrap();
     name
 }
 
@@ -97,51 +90,15 @@ fn read_committed(topic: &str, partition: i32) -> Vec<(Vec<u8>, Vec<u8>)> {
 }
 
 fn read_committed_on(brokers: &str, topic: &str, partition: i32) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "sluice-test-reader")
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .create()
-        .unwrap();
-    let (_, high) = c.fetch_watermarks(topic, partition, TIMEOUT).unwrap();
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, partition, Offset::Beginning)
-        .unwrap();
-    c.assign(&tpl).unwrap();
-    let mut out = Vec::new();
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        let pos = c
-            .position()
-            .unwrap()
-            .find_partition(topic, partition)
-            .and_then(|p| match p.offset() {
-                Offset::Offset(o) => Some(o),
-                _ => None,
-            })
-            .unwrap_or(0);
-        if pos >= high {
-            return out;
-        }
-        assert!(Instant::now() < deadline, "read stalled at {pos} of {high}");
-        if let Some(m) = c.poll(Duration::from_millis(200)) {
-            let m = m.unwrap();
-            out.push((
-                m.key().unwrap_or_default().to_vec(),
-                m.payload().unwrap_or_default().to_vec(),
-            ));
-        }
-    }
+    sluice_testkit::kafka_client::read_partition(brokers, topic, partition, "read_committed")
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.key, r.value))
+        .collect()
 }
 
 fn partitions_of(topic: &str) -> i32 {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .create()
-        .unwrap();
-    let md = c.fetch_metadata(Some(topic), TIMEOUT).unwrap();
-    md.topics()[0].partitions().len() as i32
+    sluice_testkit::kafka_client::partitions(&brokers(), topic).unwrap() as i32
 }
 
 type Seen = Arc<Mutex<Vec<(u64, Vec<Vec<KafkaRecord>>, Vec<sluice::OffsetRange>)>>>;

@@ -353,8 +353,12 @@ impl KafkaSink {
 
 /// Sends `rec` with `p`, waiting (serving delivery reports) while the producer's queue
 /// is full.
-pub fn send_waiting<K, P>(p: &BaseProducer, mut rec: BaseRecord<'_, K, P>) -> Result<(), KafkaError>
+pub fn send_waiting<C, K, P>(
+    p: &BaseProducer<C>,
+    mut rec: BaseRecord<'_, K, P, C::DeliveryOpaque>,
+) -> Result<(), KafkaError>
 where
+    C: rdkafka::producer::ProducerContext,
     K: ToBytes + ?Sized,
     P: ToBytes + ?Sized,
 {
