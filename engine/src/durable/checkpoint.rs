@@ -3,6 +3,7 @@
 //! descriptor, input positions, window memos, the driver-log position), published
 //! atomically; only then cleanup of what no retained checkpoint references.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -247,8 +248,9 @@ struct Captured {
     batch_ms: u64,
     zero: BatchTime,
     graph: Vec<NodeInfo>,
-    /// `(operator name, encoded entries)` of each stateful operator.
-    states: Vec<(String, Vec<(Vec<u8>, Vec<u8>)>)>,
+    /// `(operator name, its state at t)` of each stateful operator, encoded when the
+    /// checkpoint is written.
+    states: Vec<(String, crate::runtime::graph::EncodeState)>,
     memos: Vec<(String, Vec<u8>)>,
     inputs: Vec<(String, Vec<u8>)>,
     log_lsn: Lsn,
@@ -261,11 +263,15 @@ impl DriverStore {
     }
 
     /// Checkpoints batch `t` (after it completed). The job's state at `t` is taken
-    /// now, on the scheduler thread; it is written on a checkpoint thread while the next
-    /// batches run: state snapshots first, then the metadata checkpoint naming them,
-    /// then cleanup of what nothing references. One checkpoint is written at a time:
-    /// this waits for the previous one, and its error fails this batch. `listeners`
-    /// hear of it once it is written (or failed).
+    /// now, on the scheduler thread (handles on its batches, no copy); it is encoded and
+    /// written on a checkpoint thread while the next batches run: state snapshots
+    /// first, then the metadata checkpoint naming them, then cleanup of what nothing
+    /// references. One checkpoint is written at a time, and the scheduler never waits
+    /// for it: while the previous one is still being written this one is deferred to
+    /// the first batch that completes after it (as if the interval were longer; the
+    /// driver log covers the batches in between). A failed checkpoint's error fails the
+    /// batch that takes the next one. `listeners` hear of each once it is written (or
+    /// failed).
     pub(crate) fn checkpoint(
         self: &Arc<Self>,
         t: BatchTime,
@@ -275,6 +281,22 @@ impl DriverStore {
         inputs: &[Arc<dyn Input>],
         listeners: &[Arc<dyn StreamingListener>],
     ) -> Result<()> {
+        let busy = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|h| !h.is_finished());
+        if busy {
+            // Rule: the scheduler does not wait for a checkpoint being written.
+            self.deferred.store(true, Ordering::Relaxed);
+            tracing::debug!(
+                batch = t.0,
+                "previous checkpoint still being written; deferred"
+            );
+            return Ok(());
+        }
+        self.deferred.store(false, Ordering::Relaxed);
         self.finish_checkpoint()?;
         let (started_at_ms, took) = (crate::runtime::context::now_ms(), Instant::now());
         let report = move |me: &DriverStore,
@@ -404,7 +426,7 @@ impl DriverStore {
             )
             .map_err(ckpt_err)?;
             // Rule: the snapshot is durable before the checkpoint that names it.
-            let (manifest, base) = write_snapshot(&snaps, id, entries, bases.remove(&prefix))?;
+            let (manifest, base) = write_snapshot(&snaps, id, entries()?, bases.remove(&prefix))?;
             // What this checkpoint wrote: its own layer (a delta's manifest also names
             // its base's files, written before).
             let own = format!("{:020}", id.0);

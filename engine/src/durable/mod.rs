@@ -43,6 +43,9 @@ pub(crate) struct DriverStore {
     pub(crate) async_checkpoints: bool,
     /// The checkpoint being written, if any.
     pub(crate) in_flight: Mutex<Option<std::thread::JoinHandle<Result<()>>>>,
+    /// A checkpoint fell due while the previous one was still being written: the
+    /// first batch that completes after that one is done takes it.
+    pub(crate) deferred: std::sync::atomic::AtomicBool,
 }
 
 /// How the engine writes state snapshots: the store's defaults, except that only a
@@ -171,6 +174,7 @@ impl DriverStore {
             snapshot_bases: Mutex::default(),
             async_checkpoints: conf.async_checkpoints,
             in_flight: Mutex::new(None),
+            deferred: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -211,7 +215,10 @@ impl DriverStore {
         Ok(())
     }
 
+    /// Whether batch `t` takes a checkpoint: at every multiple of the interval, and at
+    /// the first batch after one was deferred while its predecessor was being written.
     pub(crate) fn due(&self, t: BatchTime, env: &ExecutionEnv) -> bool {
         (t.0 - env.zero.0).is_multiple_of(self.every_ms.max(1))
+            || self.deferred.load(std::sync::atomic::Ordering::Relaxed)
     }
 }

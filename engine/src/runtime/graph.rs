@@ -38,6 +38,9 @@ impl ExecutionEnv {
 pub(crate) type ComputeFn<T> =
     Box<dyn Fn(BatchTime, &ExecutionEnv) -> Result<Batch<T>> + Send + Sync>;
 
+/// Encodes a stateful node's state, taken at a batch, into `(key, value)` bytes.
+pub(crate) type EncodeState = Box<dyn FnOnce() -> Result<Vec<(Vec<u8>, Vec<u8>)>> + Send>;
+
 /// Splits a stateful node's elements into key and value bytes for state snapshots,
 /// and joins them back.
 pub(crate) struct KvCodec<T> {
@@ -155,13 +158,10 @@ pub(crate) trait AnyNode: Send + Sync + std::fmt::Debug {
     fn encode_memo(&self, t: BatchTime) -> Result<Vec<u8>>;
     /// Restores batches written by `encode_memo`.
     fn restore_memo(&self, bytes: &[u8]) -> Result<()>;
-    /// A stateful node's state at `t` as `(key, value)` bytes, or `None` for a node
-    /// that keeps no state.
-    fn state_entries(
-        &self,
-        t: BatchTime,
-        env: &ExecutionEnv,
-    ) -> Option<Result<Vec<(Vec<u8>, Vec<u8>)>>>;
+    /// A stateful node's state at `t`, or `None` for a node that keeps no state: taken
+    /// now (a handle on the batch, no copy), encoded into `(key, value)` bytes when the
+    /// returned function runs — on the checkpoint thread, off the scheduler's.
+    fn state_entries(&self, t: BatchTime, env: &ExecutionEnv) -> Option<Result<EncodeState>>;
     /// Restores a stateful node's state at `t` from `(key, value)` bytes.
     fn restore_state(
         &self,
@@ -225,15 +225,11 @@ impl<T: crate::Data> AnyNode for Node<T> {
         Ok(())
     }
 
-    fn state_entries(
-        &self,
-        t: BatchTime,
-        env: &ExecutionEnv,
-    ) -> Option<Result<Vec<(Vec<u8>, Vec<u8>)>>> {
-        let kv = self.kv.get()?;
+    fn state_entries(&self, t: BatchTime, env: &ExecutionEnv) -> Option<Result<EncodeState>> {
+        let split = self.kv.get()?.split;
         Some(
             self.get(t, env)
-                .and_then(|b| b.iter().map(|x| (kv.split)(x)).collect()),
+                .map(|b| -> EncodeState { Box::new(move || b.iter().map(split).collect()) }),
         )
     }
 
