@@ -190,10 +190,7 @@ fn each_record_once_one_batch_partition_per_kafka_partition_and_contiguous_range
             assert_eq!(r.from_offset, *from, "ranges follow each other: {r}");
             *from = r.until_offset;
             for rec in part {
-                assert_eq!(
-                    (rec.topic.as_str(), rec.partition),
-                    (t.as_str(), r.partition)
-                );
+                assert_eq!((&*rec.topic, rec.partition), (t.as_str(), r.partition));
                 assert!(r.from_offset <= rec.offset && rec.offset < r.until_offset);
                 per_partition
                     .entry(rec.partition)

@@ -64,8 +64,9 @@ use crate::{Batch, BatchTime, DStream, EngineError, Result, StreamingContext};
 /// One Kafka record as the direct source hands it to the job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KafkaRecord {
-    /// The topic it was read from.
-    pub topic: String,
+    /// The topic it was read from (one allocation shared by the records of a read,
+    /// not a copy per record).
+    pub topic: Arc<str>,
     /// The partition it was read from.
     pub partition: i32,
     /// Its offset in the partition.
@@ -764,7 +765,10 @@ impl KafkaInput {
         let reader = self.seek(t, r)?;
         let mut reader = reader.lock().unwrap_or_else(|e| e.into_inner());
         let what = || format!("batch {}: reading {r}", t.0);
-        let mut out = Vec::with_capacity(r.count().min(1 << 20) as usize);
+        // Sized for the whole range at once (its offsets bound its records): no
+        // regrowth copying millions of records, no slack a doubling leaves.
+        let mut out = Vec::with_capacity(r.count().min(1 << 26) as usize);
+        let topic: Arc<str> = Arc::from(r.topic.as_str());
         let mut last_progress = Instant::now();
         let mut backoff_logged = false;
         let position = |c: &BaseConsumer| {
@@ -808,7 +812,7 @@ impl KafkaInput {
                         continue;
                     }
                     out.push(KafkaRecord {
-                        topic: r.topic.clone(),
+                        topic: topic.clone(),
                         partition: r.partition,
                         offset: o,
                         timestamp: m.timestamp().to_millis(),
