@@ -715,6 +715,11 @@ pub fn run(o: &RunOptions) -> Result<Report, String> {
 
     let keep = o.work.is_some() || !report.passed();
     if keep {
+        // The broker's log goes with its temporary directory: keep a copy beside the
+        // driver's.
+        if let Some(k) = &kafka {
+            let _ = std::fs::copy(k.process().log_path(), work_dir.join("kafka.log"));
+        }
         if let Some(t) = _tmp {
             let kept = t.keep();
             eprintln!("sluice-chaos: work directory kept at {}", kept.display());

@@ -19,11 +19,18 @@ fn seed() -> u64 {
         })
 }
 
+/// One campaign at a time: each runs its own servers and injects faults at wall-clock
+/// instants, so two at once on a small machine test the machine's overload more than
+/// the job (three at once on two cores once left a SIGKILLed Kafka broker unable to
+/// serve offset fetches for minutes after its restart).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Runs a campaign with extra `args` for `sluice-chaos run`. `pg_from_env`: name this process's PostgreSQL in `SLUICE_CHAOS_PG`
 /// as the README offers (the harness's variables must not reach the job, which rejects
 /// unknown `SLUICE_*`); otherwise the harness starts a server of its own, as on a bare
 /// machine.
 fn campaign(kills: u32, duration: u32, args: &[&str], pg_from_env: bool) -> serde_json::Value {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let seed = seed();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice-chaos"));
     cmd.env_remove("SLUICE_CHAOS_PG");
