@@ -205,8 +205,9 @@ impl ProducerContext for Delivery {
 /// Writes lines to the Kafka input topic: idempotent, and retried for as long as a
 /// broker outage of the run can last, so each line lands exactly once.
 struct KafkaFeed {
+    /// The harness counts a line when it hands it over: delivery failures are
+    /// noted by [`Delivery`] and fail the run.
     producer: BaseProducer<Delivery>,
-    /// Delivered or not yet failed: the harness counts a line when it hands it over.
     brokers: String,
 }
 

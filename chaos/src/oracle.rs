@@ -166,6 +166,11 @@ pub struct Verdict {
 impl Verdict {
     fn problem(&mut self, p: String) {
         self.wrong += 1;
+        self.note(p);
+    }
+
+    /// Keeps `p` for the report, if fewer than 20 are kept.
+    fn note(&mut self, p: String) {
         if self.problems.len() < 20 {
             self.problems.push(p);
         }
@@ -287,11 +292,9 @@ pub fn check(oracle: &Counts, out: &Outputs, batch_ms: u64, window_batches: u64)
         v.records_out_kafka = Some(k.total());
         for (t, w, n) in &k.repeated {
             v.duplicated += n;
-            if v.problems.len() < 20 {
-                v.problems.push(format!(
-                    "the Kafka output holds batch {t} word {w} more than once"
-                ));
-            }
+            v.note(format!(
+                "the Kafka output holds batch {t} word {w} more than once"
+            ));
         }
         let batches: std::collections::BTreeSet<&u64> =
             out.deltas.keys().chain(k.deltas.keys()).collect();
@@ -307,11 +310,9 @@ pub fn check(oracle: &Counts, out: &Outputs, batch_ms: u64, window_batches: u64)
                     (Some(a), Some(b)) if a == b => {}
                     (Some(a), None) => {
                         v.lost += a;
-                        if v.problems.len() < 20 {
-                            v.problems.push(format!(
-                                "batch {t}: word {w} counted {a} in PostgreSQL, missing in Kafka"
-                            ));
-                        }
+                        v.note(format!(
+                            "batch {t}: word {w} counted {a} in PostgreSQL, missing in Kafka"
+                        ));
                     }
                     (a, b) => v.problem(format!(
                         "batch {t}: word {w} is {a:?} in PostgreSQL but {b:?} in Kafka"

@@ -1,5 +1,6 @@
-//! Client steps the tests, the chaos harness and the benchmarks take on a real broker:
-//! create a topic, read a partition back whole. Errors are text naming the broker, the
+//! Client steps the tests and the chaos harness take on a real broker: create a topic,
+//! read a partition back whole. (`sluice bench kafka` keeps its own: the CLI does not
+//! depend on the test kit.) Errors are text naming the broker, the
 //! topic and the step.
 
 use std::time::{Duration, Instant};

@@ -39,10 +39,7 @@ fn admin() -> AdminClient<DefaultClientContext> {
 }
 
 fn admin_on(brokers: &str) -> AdminClient<DefaultClientContext> {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .unwrap()
+    sluice_testkit::kafka_client::admin(brokers).unwrap()
 }
 
 /// A new topic with a name unique to this run.
