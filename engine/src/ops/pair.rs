@@ -7,7 +7,7 @@ use std::hash::Hash;
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
-use crate::ops::dstream::{group_partition, shuffle};
+use crate::ops::dstream::{group_partition, shuffle, stable_hash};
 use crate::runtime::graph::{ExecutionEnv, Node};
 use crate::{Batch, BatchTime, DStream, Data, EngineError, Result};
 
@@ -286,76 +286,98 @@ impl<T: Data> DStream<T> {
         let info = self.info_for::<(K, V)>("flat_map_reduce_by_key", vec![self.node.info.id]);
         self.derive(info, self.slide(), move |t, env| {
             let b = parent.batch_streamed(t, env)?;
-            let local = b.par_map_parts(&env.pool, |p| {
-                let mut idx: FastMap<K, usize> = FastMap::default();
-                let mut vals: Vec<V> = Vec::new();
-                let mut sink = |q: &Q, v: V| match idx.get(q) {
-                    Some(&i) => vals[i] = f(&vals[i], &v),
-                    None => {
-                        idx.insert(q.to_owned(), vals.len());
-                        vals.push(v);
+            let combined = b.par_fold_parts(
+                &env.pool,
+                Combined::default,
+                |mut acc, p| {
+                    let mut sink = |q: &Q, v: V| combine_into(&mut acc, q, v, &f);
+                    for x in p {
+                        emit(x, &mut sink);
                     }
-                };
-                for x in p {
-                    emit(x, &mut sink);
-                }
-                in_first_seen_order(idx, vals)
-            })?;
-            Ok(shuffle_and_combine(&local, env, &f))
+                    acc
+                },
+                |a, b| join_combined(a, b, &f),
+            )?;
+            Ok(into_partitions(combined, env.parallelism))
         })
     }
 }
 
-/// Pairs `keys` (each with the index of its value) with `vals`, in index order.
-fn in_first_seen_order<K, V>(keys: FastMap<K, usize>, vals: Vec<V>) -> Vec<(K, V)> {
-    let mut slots: Vec<Option<K>> = (0..vals.len()).map(|_| None).collect();
-    for (k, i) in keys {
-        slots[i] = Some(k);
+/// Values combined per key, keys in the order first seen (FxHash): what a keyed
+/// reduction folds its input partitions into, one accumulator per run of partitions
+/// (see [`Batch::par_fold_parts`]), so memory follows the distinct keys, not the
+/// number of partitions in the batch.
+type Combined<K, V> = indexmap::IndexMap<K, V, rustc_hash::FxBuildHasher>;
+
+/// Adds `v` to `q`'s value in `acc` with `f` (or makes it `q`'s first value).
+fn combine_into<K, Q, V>(
+    acc: &mut Combined<K, V>,
+    q: &Q,
+    v: V,
+    f: &(dyn Fn(&V, &V) -> V + Send + Sync),
+) where
+    K: Hash + Eq + Borrow<Q>,
+    Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
+{
+    match acc.get_mut(q) {
+        Some(old) => *old = f(old, &v),
+        None => {
+            acc.insert(q.to_owned(), v);
+        }
     }
-    slots
-        .into_iter()
-        .zip(vals)
-        .filter_map(|(k, v)| Some((k?, v)))
-        .collect()
 }
 
-/// Combines values per key with `f`, keys in the order first seen.
-fn combine_partition<K: Hash + Eq + Clone, V: Clone>(
-    p: &[(K, V)],
+/// `a` then `b` (the partitions `b` covers come after `a`'s): keys in the order first
+/// seen, each value `f(a's, b's)`.
+fn join_combined<K: Hash + Eq, V>(
+    mut a: Combined<K, V>,
+    b: Combined<K, V>,
     f: &(dyn Fn(&V, &V) -> V + Send + Sync),
-) -> Vec<(K, V)> {
-    let mut idx: FastMap<&K, usize> = FastMap::default();
-    let mut out: Vec<(K, V)> = Vec::new();
-    for (k, v) in p {
-        match idx.get(k) {
-            Some(&i) => out[i].1 = f(&out[i].1, v),
+) -> Combined<K, V> {
+    if a.is_empty() {
+        return b;
+    }
+    for (k, v) in b {
+        match a.get_mut(&k) {
+            Some(old) => *old = f(old, &v),
             None => {
-                idx.insert(k, out.len());
-                out.push((k.clone(), v.clone()));
+                a.insert(k, v);
             }
         }
     }
-    out
+    a
 }
 
-/// Shuffles partitions already combined within themselves, and combines again.
-fn shuffle_and_combine<K: Data + Hash + Eq, V: Data>(
-    local: &[Vec<(K, V)>],
-    env: &ExecutionEnv,
-    f: &(dyn Fn(&V, &V) -> V + Send + Sync),
-) -> Batch<(K, V)> {
-    let parts = shuffle(local, env.parallelism);
-    Batch::from_partitions(env.par_map(&parts, |p| combine_partition(p, f)))
+/// Splits combined values into `n` partitions by the key's stable hash, keeping their
+/// order (the partitions [`shuffle`] and a per-partition combine would give).
+fn into_partitions<K: Hash, V>(c: Combined<K, V>, n: usize) -> Batch<(K, V)> {
+    let n = n.max(1);
+    let mut out: Vec<Vec<(K, V)>> = (0..n).map(|_| Vec::new()).collect();
+    for (k, v) in c {
+        out[(stable_hash(&k) % n as u64) as usize].push((k, v));
+    }
+    Batch::from_partitions(out)
 }
 
-/// Combines values per key within partitions, shuffles, and combines again.
+/// Combines values per key: within runs of input partitions, then across them, and
+/// splits the result into partitions by key (see [`into_partitions`]).
 pub(crate) fn reduce_batch<K: Data + Hash + Eq, V: Data>(
     b: &Batch<(K, V)>,
     env: &ExecutionEnv,
     f: &(dyn Fn(&V, &V) -> V + Send + Sync),
 ) -> Result<Batch<(K, V)>> {
-    let local = b.par_map_parts(&env.pool, |p| combine_partition(p, f))?;
-    Ok(shuffle_and_combine(&local, env, f))
+    let combined = b.par_fold_parts(
+        &env.pool,
+        Combined::default,
+        |mut acc, p| {
+            for (k, v) in p {
+                combine_into(&mut acc, k, v.clone(), f);
+            }
+            acc
+        },
+        |a, b| join_combined(a, b, f),
+    )?;
+    Ok(into_partitions(combined, env.parallelism))
 }
 
 fn cogroup_partition<K: Hash + Eq + Clone, V: Clone, W: Clone>(
@@ -443,4 +465,90 @@ fn update_partition<K: Hash + Eq + Clone, V: Clone, S: Clone>(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(threads: usize, parallelism: usize) -> ExecutionEnv {
+        ExecutionEnv {
+            zero: BatchTime(0),
+            batch: Duration::from_millis(100),
+            parallelism,
+            pool: Arc::new(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap(),
+            ),
+        }
+    }
+
+    /// The reference: every partition in order, keys in the order first seen, then
+    /// split by the key's stable hash.
+    fn sequential(parts: &[Vec<(u16, String)>], n: usize) -> Vec<Vec<(u16, String)>> {
+        let mut all: Vec<(u16, String)> = Vec::new();
+        for (k, v) in parts.iter().flatten() {
+            match all.iter_mut().find(|(k2, _)| k2 == k) {
+                Some((_, acc)) => acc.push_str(v),
+                None => all.push((*k, v.clone())),
+            }
+        }
+        let mut out = vec![Vec::new(); n];
+        for (k, v) in all {
+            out[(stable_hash(&k) % n as u64) as usize].push((k, v));
+        }
+        out
+    }
+
+    #[test]
+    fn a_keyed_reduce_is_the_same_on_any_pool_and_keeps_the_order_of_its_input() {
+        // Concatenation is associative, not commutative: any value out of order or
+        // key order that depended on the pool's scheduling would show.
+        let parts: Vec<Vec<(u16, String)>> = (0..97)
+            .map(|p| {
+                (0..(p * 7) % 50)
+                    .map(|i| (((p * 31 + i * 17) % 40) as u16, format!("{p}.{i};")))
+                    .collect()
+            })
+            .collect();
+        let concat = |a: &String, b: &String| format!("{a}{b}");
+        for (threads, n) in [(1, 1), (1, 3), (2, 2), (4, 5), (8, 7)] {
+            let want = sequential(&parts, n);
+            let env = env(threads, n);
+            let ready = Batch::from_partitions(parts.clone());
+            let got = reduce_batch(&ready, &env, &concat).unwrap();
+            assert_eq!(
+                got.partitions(),
+                &want[..],
+                "{threads} threads, {n} partitions"
+            );
+            // A stored batch (read partition by partition) gives the same.
+            let source = Arc::new(parts.clone());
+            let stored = Batch::stored(
+                parts.iter().map(Vec::len).collect(),
+                Arc::new(move |i| Ok(source[i].clone())),
+            );
+            let got = reduce_batch(&stored, &env, &concat).unwrap();
+            assert_eq!(got.partitions(), &want[..], "stored, {threads} threads");
+        }
+    }
+
+    #[test]
+    fn a_stored_partition_that_cannot_be_read_fails_the_reduce() {
+        let env = env(2, 2);
+        let stored: Batch<(u16, u64)> = Batch::stored(
+            vec![1, 1, 1],
+            Arc::new(|i| {
+                if i == 1 {
+                    Err(EngineError::User("block 1 is torn".into()))
+                } else {
+                    Ok(vec![(i as u16, 1)])
+                }
+            }),
+        );
+        let err = reduce_batch(&stored, &env, &|a, b| a + b).unwrap_err();
+        assert!(err.to_string().contains("block 1 is torn"), "{err}");
+    }
 }

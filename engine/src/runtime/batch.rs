@@ -179,6 +179,41 @@ impl<T> Batch<T> {
         })
     }
 
+    /// Folds the partitions into one `A` on `pool`: runs of neighbouring partitions are
+    /// folded with `fold`, starting from `init()`, and neighbouring results are joined
+    /// with `join`, left before right (rayon keeps the order), so with an associative
+    /// `join` the result is that of folding every partition in order. Only a few
+    /// accumulators are alive at once, whatever the number of partitions; a stored
+    /// batch not in memory is read partition by partition, each dropped once folded.
+    pub(crate) fn par_fold_parts<A: Send>(
+        &self,
+        pool: &rayon::ThreadPool,
+        init: impl Fn() -> A + Sync + Send,
+        fold: impl Fn(A, &[T]) -> A + Sync + Send,
+        join: impl Fn(A, A) -> A + Sync + Send,
+    ) -> Result<A>
+    where
+        T: Send + Sync,
+    {
+        use rayon::prelude::*;
+        if let Some(p) = self.in_memory() {
+            return Ok(pool.install(|| {
+                p.par_iter()
+                    .fold(&init, |a, part| fold(a, part))
+                    .reduce(&init, &join)
+            }));
+        }
+        let Parts::Stored(s) = &*self.parts else {
+            return Ok(init());
+        };
+        pool.install(|| {
+            (0..s.lens.len())
+                .into_par_iter()
+                .try_fold(&init, |a, i| Ok(fold(a, &(s.load)(i)?)))
+                .try_reduce(&init, |a, b| Ok(join(a, b)))
+        })
+    }
+
     /// The number of elements.
     pub fn len(&self) -> usize {
         match &*self.parts {
