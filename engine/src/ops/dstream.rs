@@ -41,18 +41,34 @@ pub fn stable_hash<K: Hash>(k: &K) -> u64 {
     sluice_recovery::identity::stable_hash(k)
 }
 
-/// Splits keyed partitions into `n` partitions by key hash.
+/// Splits keyed pairs into `n` partitions (at least one) by the key's stable hash,
+/// keeping their order within each partition: the one place a key's partition is
+/// chosen, so every keyed operator puts a key in the same partition.
+pub(crate) fn split_by_key<K: Hash, V>(
+    pairs: impl IntoIterator<Item = (K, V)>,
+    n: usize,
+) -> Vec<Vec<(K, V)>> {
+    let n = n.max(1);
+    let mut out: Vec<Vec<(K, V)>> = (0..n).map(|_| Vec::new()).collect();
+    for (k, v) in pairs {
+        out[key_partition(&k, n)].push((k, v));
+    }
+    out
+}
+
+/// The partition of `n` (at least one) that key `k` belongs to: in shuffles and in
+/// keyed state snapshots alike.
+pub(crate) fn key_partition<K: Hash>(k: &K, n: usize) -> usize {
+    (stable_hash(k) % n.max(1) as u64) as usize
+}
+
+/// Splits keyed partitions into `n` partitions by key hash (copies; see
+/// [`split_by_key`]).
 pub(crate) fn shuffle<K: Hash + Clone, V: Clone>(
     parts: &[Vec<(K, V)>],
     n: usize,
 ) -> Vec<Vec<(K, V)>> {
-    let mut out: Vec<Vec<(K, V)>> = (0..n).map(|_| Vec::new()).collect();
-    for p in parts {
-        for (k, v) in p {
-            out[(stable_hash(k) % n as u64) as usize].push((k.clone(), v.clone()));
-        }
-    }
-    out
+    split_by_key(parts.iter().flatten().cloned(), n)
 }
 
 impl<T: Data> DStream<T> {

@@ -7,12 +7,13 @@ use std::hash::Hash;
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
-use crate::ops::dstream::{group_partition, shuffle, stable_hash};
+use crate::ops::dstream::{group_partition, shuffle, split_by_key};
 use crate::runtime::graph::{ExecutionEnv, Node};
 use crate::{Batch, BatchTime, DStream, Data, EngineError, Result};
 
-/// The hash maps of per-partition combines: a fast hash (FxHash), deterministic
-/// across runs. Shuffles keep the stable SipHash of `stable_hash`.
+/// The hash map of `update_state_by_key`'s per-partition grouping: a fast hash
+/// (FxHash), deterministic across runs. Shuffles keep the stable SipHash of
+/// `stable_hash`.
 type FastMap<K, V> = HashMap<K, V, rustc_hash::FxBuildHasher>;
 
 /// Checks a stateful operator's name: non-empty, printable, at most 128 bytes.
@@ -41,8 +42,9 @@ impl<K: Data + Hash + Eq, V: Data> DStream<(K, V)> {
         self.map(move |(k, v)| (k.clone(), f(v)))
     }
 
-    /// Shuffles by key into `parallelism` partitions and combines values per key with
-    /// an associative and commutative `f` (combined within each input partition first).
+    /// Combines values per key with an associative `f` and splits the result into
+    /// `parallelism` partitions by key. Values are combined in the order they arrive
+    /// (partition by partition), so `f` need not be commutative.
     pub fn reduce_by_key(
         &self,
         f: impl Fn(&V, &V) -> V + Send + Sync + 'static,
@@ -351,12 +353,7 @@ fn join_combined<K: Hash + Eq, V>(
 /// Splits combined values into `n` partitions by the key's stable hash, keeping their
 /// order (the partitions [`shuffle`] and a per-partition combine would give).
 fn into_partitions<K: Hash, V>(c: Combined<K, V>, n: usize) -> Batch<(K, V)> {
-    let n = n.max(1);
-    let mut out: Vec<Vec<(K, V)>> = (0..n).map(|_| Vec::new()).collect();
-    for (k, v) in c {
-        out[(stable_hash(&k) % n as u64) as usize].push((k, v));
-    }
-    Batch::from_partitions(out)
+    Batch::from_partitions(split_by_key(c, n))
 }
 
 /// Combines values per key: within runs of input partitions, then across them, and
@@ -470,6 +467,7 @@ fn update_partition<K: Hash + Eq + Clone, V: Clone, S: Clone>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::dstream::stable_hash;
 
     fn env(threads: usize, parallelism: usize) -> ExecutionEnv {
         ExecutionEnv {

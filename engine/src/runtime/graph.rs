@@ -85,9 +85,7 @@ pub(crate) fn pair_codec<K: crate::Data + std::hash::Hash, S: crate::Data>() -> 
     KvCodec {
         split: |(k, s)| Ok((encode(k)?, encode(s)?)),
         join: |k, s| Ok((decode(k)?, decode(s)?)),
-        partition: |(k, _), n| {
-            (sluice_recovery::identity::stable_hash(k) % n.max(1) as u64) as usize
-        },
+        partition: |(k, _), n| crate::ops::dstream::key_partition(k, n),
     }
 }
 
