@@ -325,6 +325,23 @@ pub fn run(o: &KafkaBenchOptions) -> Result<(), String> {
             None => s,
         }
     };
+    // The client's own ceiling first (same topic, same read loop, no job): what the
+    // count below could reach at best through librdkafka on this machine.
+    for run in 1..=o.runs {
+        let c = KafkaSource::new(o.brokers.clone())
+            .topics([count_topic.clone()])
+            .client_read_ceiling()
+            .map_err(|e| format!("reading {count_topic} with the client alone: {e}"))?;
+        let secs = c.elapsed.as_secs_f64();
+        println!(
+            "{}",
+            serde_json::json!({
+                "bench": "kafka-client-ceiling", "run": run, "records": c.records,
+                "value_bytes": c.value_bytes, "seconds": (secs * 1000.0).round() / 1000.0,
+                "records_per_s": (c.records as f64 / secs).round(), "topic": count_topic,
+            })
+        );
+    }
     for run in 1..=o.runs {
         let bytes = Arc::new(AtomicU64::new(0));
         let b2 = bytes.clone();

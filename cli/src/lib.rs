@@ -199,8 +199,9 @@ enum BenchWhat {
         json: bool,
     },
     /// The Kafka direct source's read throughput (a count over a 3-partition topic of
-    /// 100-byte records) and topic-to-topic exactly-once ETL throughput, on the inputs
-    /// of bench/spark (filled first unless already there); one JSON line per run.
+    /// 100-byte records) beside the Kafka client's own read ceiling on that topic, and
+    /// topic-to-topic exactly-once ETL throughput, on the inputs of bench/spark (filled
+    /// first unless already there); one JSON line per run.
     Kafka(bench_kafka::KafkaBenchOptions),
     /// The write-ahead log beside the raw disk it runs on: sequential write MB/s and
     /// fdatasync/s, then group-commit throughput (100 B, 1 KiB, 64 KiB records; 1, 4,

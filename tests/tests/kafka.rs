@@ -1,5 +1,7 @@
 //! The Kafka direct source and the exactly-once Kafka sink against the real broker the
-//! test kit starts (Apache Kafka in KRaft mode): logged offset ranges replayed exactly
+//! test kit starts (Apache Kafka in KRaft mode): every field of a record (key, value,
+//! tombstone, empty value, headers, timestamp) read as produced and aborted
+//! transactions skipped; logged offset ranges replayed exactly
 //! after a SIGKILL at each crash point with the output read back `read_committed`; a
 //! partition added while running; retention under both policies; a zombie sink fenced;
 //! completed offsets mirrored to a consumer group;
@@ -143,6 +145,15 @@ fn records(seen: &Seen) -> usize {
         .sum()
 }
 
+/// Every record `seen` holds, batch by batch and partition by partition.
+fn all_records(seen: &Seen) -> Vec<KafkaRecord> {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .flat_map(|(_, ps, _)| ps.concat())
+        .collect()
+}
+
 /// Waits (generously) until `seen` holds `n` records; fails the test if it never does.
 fn wait_for(seen: &Seen, n: usize) {
     let deadline = Instant::now() + TIMEOUT;
@@ -210,14 +221,113 @@ fn each_record_once_one_batch_partition_per_kafka_partition_and_contiguous_range
     ssc.start().unwrap();
     wait_for(&seen, 5);
     ssc.stop(true).unwrap();
-    let got: Vec<KafkaRecord> = seen
-        .lock()
-        .unwrap()
-        .iter()
-        .flat_map(|(_, ps, _)| ps.concat())
-        .collect();
+    let got: Vec<KafkaRecord> = all_records(&seen);
     assert_eq!(got.len(), 5, "{got:?}");
     assert!(got.iter().all(|r| r.partition == 1 && r.offset >= 50));
+}
+
+#[test]
+fn every_field_of_a_record_arrives_and_aborted_transactions_do_not() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    let _one = CONTEXT.lock().unwrap_or_else(|e| e.into_inner());
+    let t = topic("fields", 1);
+    let plain: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    let headers = OwnedHeaders::new()
+        .insert(Header {
+            key: "h1",
+            value: Some("x"),
+        })
+        .insert(Header::<&[u8]> {
+            key: "h2",
+            value: None,
+        })
+        .insert(Header {
+            key: "h1",
+            value: Some(&[0xff_u8, 0][..]),
+        });
+    plain
+        .send(
+            BaseRecord::to(&t)
+                .partition(0)
+                .key("k1")
+                .payload("v1")
+                .headers(headers)
+                .timestamp(1_700_000_000_123),
+        )
+        .unwrap();
+    // A tombstone (no value), then an empty value without a key.
+    plain
+        .send(BaseRecord::<str, str>::to(&t).partition(0).key("k2"))
+        .unwrap();
+    plain
+        .send(BaseRecord::<str, str>::to(&t).partition(0).payload(""))
+        .unwrap();
+    plain.flush(TIMEOUT).unwrap();
+    // An aborted transaction (its records and marker leave a gap), then a committed one.
+    let tx: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("transactional.id", format!("{t}-tx"))
+        .create()
+        .unwrap();
+    tx.init_transactions(TIMEOUT).unwrap();
+    tx.begin_transaction().unwrap();
+    for v in ["aborted-1", "aborted-2"] {
+        tx.send(BaseRecord::<(), _>::to(&t).partition(0).payload(v))
+            .unwrap();
+    }
+    tx.flush(TIMEOUT).unwrap();
+    tx.abort_transaction(TIMEOUT).unwrap();
+    tx.begin_transaction().unwrap();
+    tx.send(
+        BaseRecord::<(), _>::to(&t)
+            .partition(0)
+            .payload("committed"),
+    )
+    .unwrap();
+    tx.commit_transaction(TIMEOUT).unwrap();
+    produce(&t, 0, &["last".to_string()]);
+
+    let (ssc, seen) = collecting(KafkaSource::new(brokers()).topics([t.clone()]), None);
+    ssc.start().unwrap();
+    wait_for(&seen, 5);
+    // The job stops at its next batch boundary: anything read past "last" would show.
+    std::thread::sleep(Duration::from_millis(300));
+    ssc.stop(true).unwrap();
+    let got: Vec<KafkaRecord> = all_records(&seen);
+    let brief: Vec<(i64, Option<&[u8]>, Option<&[u8]>)> = got
+        .iter()
+        .map(|r| (r.offset, r.key.as_deref(), r.value.as_deref()))
+        .collect();
+    // Offsets 3-4 are the aborted records, 5 their abort marker, 7 the commit marker.
+    assert_eq!(
+        brief,
+        vec![
+            (0, Some(&b"k1"[..]), Some(&b"v1"[..])),
+            (1, Some(&b"k2"[..]), None),
+            (2, None, Some(&b""[..])),
+            (6, None, Some(&b"committed"[..])),
+            (8, None, Some(&b"last"[..])),
+        ]
+    );
+    let first = &got[0];
+    assert_eq!((&*first.topic, first.partition), (t.as_str(), 0));
+    assert_eq!(first.timestamp, Some(1_700_000_000_123));
+    assert_eq!(
+        first.headers,
+        vec![
+            ("h1".to_string(), Some(b"x".to_vec())),
+            ("h2".to_string(), None),
+            ("h1".to_string(), Some(vec![0xff, 0])),
+        ]
+    );
+    assert!(got[1..].iter().all(|r| r.headers.is_empty()));
+    // Create times the producer gave: not missing, not the one set on the first.
+    assert!(got[1..]
+        .iter()
+        .all(|r| r.timestamp.is_some_and(|ts| ts > 1_700_000_000_123)));
 }
 
 #[test]
@@ -240,11 +350,8 @@ fn a_partition_added_while_running_is_read_from_its_start() {
     produce(&t, 1, &values(10, "new"));
     wait_for(&seen, 20);
     ssc.stop(true).unwrap();
-    let new: Vec<(i32, i64)> = seen
-        .lock()
-        .unwrap()
-        .iter()
-        .flat_map(|(_, ps, _)| ps.concat())
+    let new: Vec<(i32, i64)> = all_records(&seen)
+        .into_iter()
         .filter(|r| r.partition == 1)
         .map(|r| (r.partition, r.offset))
         .collect();
@@ -332,13 +439,7 @@ fn a_range_lost_to_retention_fails_by_default_and_is_counted_with_skip() {
     wait_for(&seen, 5);
     let status = ssc.input_statuses();
     ssc.stop(true).unwrap();
-    let offsets: Vec<i64> = seen
-        .lock()
-        .unwrap()
-        .iter()
-        .flat_map(|(_, ps, _)| ps.concat())
-        .map(|r| r.offset)
-        .collect();
+    let offsets: Vec<i64> = all_records(&seen).into_iter().map(|r| r.offset).collect();
     assert_eq!(offsets, vec![5, 6, 7, 8, 9]);
     let kafka = status.iter().find(|s| s.kind == "kafka").unwrap();
     assert_eq!(kafka.lost_to_retention, 5);
@@ -800,11 +901,8 @@ fn starting_offsets_from_a_user_function_apply_only_without_a_checkpoint() {
     ssc.start().unwrap();
     wait_for(&seen, 3 + 10);
     ssc.stop(true).unwrap();
-    let got: Vec<(i32, i64)> = seen
-        .lock()
-        .unwrap()
-        .iter()
-        .flat_map(|(_, ps, _)| ps.concat())
+    let got: Vec<(i32, i64)> = all_records(&seen)
+        .into_iter()
         .map(|r| (r.partition, r.offset))
         .collect();
     let want: Vec<(i32, i64)> = (7..10)
@@ -829,10 +927,8 @@ fn starting_offsets_from_a_user_function_apply_only_without_a_checkpoint() {
     let (ssc, seen) = collecting(source(asked_again.clone()), Some(dir.path()));
     ssc.start().unwrap();
     let of_p2 = |seen: &Seen| -> Vec<(i32, i64)> {
-        seen.lock()
-            .unwrap()
-            .iter()
-            .flat_map(|(_, ps, _)| ps.concat())
+        all_records(seen)
+            .into_iter()
             .map(|r| (r.partition, r.offset))
             .filter(|(p, _)| *p == 2)
             .collect()

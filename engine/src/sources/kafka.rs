@@ -48,7 +48,6 @@ use std::time::{Duration, Instant};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Headers, Message};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
@@ -56,6 +55,7 @@ use serde::{Deserialize, Serialize};
 use crate::observe::{InputStatus, PartitionStatus};
 use crate::runtime::graph::ExecutionEnv;
 use crate::runtime::io::Input;
+use crate::sources::kafka_queue::{MessageQueue, RawMessage};
 pub use crate::sources::offsets::OffsetRange;
 use crate::sources::queue::Allocations;
 use crate::sources::rate::{PidRateEstimator, RateController, RateLimiter};
@@ -358,6 +358,9 @@ type Tp = (String, i32);
 
 /// A reading consumer of one partition and the offset it will return next.
 struct Reader {
+    /// The consumer's messages, many per call (declared first: dropped before the
+    /// consumer it refers to).
+    queue: MessageQueue,
     consumer: BaseConsumer,
     next: Option<i64>,
 }
@@ -391,6 +394,86 @@ struct KafkaInput {
     /// With backpressure: the PID estimator, fed by completed batches (as a listener)
     /// with the records this input gave them; its rate is split over the partitions.
     backpressure: Option<Arc<RateController>>,
+}
+
+impl KafkaInput {
+    fn new(source: KafkaSource, backpressure: Option<Arc<RateController>>) -> Self {
+        KafkaInput {
+            source,
+            alloc: Arc::new(Allocations::default()),
+            state: Mutex::new(State::default()),
+            meta: Mutex::new(None),
+            readers: Mutex::new(HashMap::new()),
+            stopping: AtomicBool::new(false),
+            planned_after_stop: AtomicBool::new(false),
+            restored: AtomicBool::new(false),
+            records_total: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
+            backpressure,
+        }
+    }
+}
+
+/// What [`KafkaSource::client_read_ceiling`] measured.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub struct ReadCeiling {
+    pub records: u64,
+    pub value_bytes: u64,
+    pub elapsed: Duration,
+}
+
+impl KafkaSource {
+    /// How fast this source's Kafka client alone hands out every record of the
+    /// source's partitions, from the earliest offset to the high watermark: the
+    /// source's own read loop (one consumer per partition, all at once), without
+    /// building a record, planning or running a job. The ceiling of any job's read
+    /// through this client; `sluice bench kafka` prints it beside the job's rate.
+    #[doc(hidden)]
+    pub fn client_read_ceiling(&self) -> Result<ReadCeiling> {
+        self.validate()?;
+        let input = KafkaInput::new(self.clone(), None);
+        let mut ranges = Vec::new();
+        for tp in input.partitions()? {
+            let (low, high) = input.watermarks(&tp)?;
+            ranges.push(OffsetRange {
+                topic: tp.0,
+                partition: tp.1,
+                from_offset: low,
+                until_offset: high,
+            });
+        }
+        let t = BatchTime(0);
+        for r in &ranges {
+            input.seek(t, r)?;
+        }
+        let start = Instant::now();
+        let counts = std::thread::scope(|s| {
+            let scans: Vec<_> = ranges
+                .iter()
+                .map(|r| {
+                    let input = &input;
+                    s.spawn(move || {
+                        let (mut n, mut bytes) = (0u64, 0u64);
+                        input.scan_range(t, r, |m| {
+                            n += 1;
+                            bytes += m.payload().map_or(0, <[u8]>::len) as u64;
+                        })?;
+                        Ok::<_, EngineError>((n, bytes))
+                    })
+                })
+                .collect();
+            scans
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect::<Result<Vec<_>>>()
+        })?;
+        Ok(ReadCeiling {
+            records: counts.iter().map(|c| c.0).sum(),
+            value_bytes: counts.iter().map(|c| c.1).sum(),
+            elapsed: start.elapsed(),
+        })
+    }
 }
 
 fn kafka_err(e: &KafkaError) -> String {
@@ -729,7 +812,10 @@ impl KafkaInput {
             )
             .create()
             .map_err(|e| self.error(format!("cannot create a consumer: {}", kafka_err(&e))))?;
+        let queue = MessageQueue::of(&consumer)
+            .ok_or_else(|| self.error("librdkafka gave no message queue for a consumer"))?;
         let r = Arc::new(Mutex::new(Reader {
+            queue,
             consumer,
             next: None,
         }));
@@ -751,6 +837,7 @@ impl KafkaInput {
                 tpl.add_partition_offset(&r.topic, r.partition, Offset::Offset(r.from_offset))
                     .map_err(fail)?;
                 g.consumer.assign(&tpl).map_err(fail)?;
+                g.queue.clear();
                 g.next = Some(r.from_offset);
             }
         }
@@ -759,16 +846,37 @@ impl KafkaInput {
 
     /// Every committed record of `r`.
     fn read_range(&self, t: BatchTime, r: &OffsetRange) -> Result<Vec<KafkaRecord>> {
+        // Sized for the whole range at once (its offsets bound its records): no
+        // regrowth copying millions of records, no slack a doubling leaves.
+        let mut out = Vec::with_capacity(r.count().clamp(0, 1 << 26) as usize);
+        let topic: Arc<str> = Arc::from(r.topic.as_str());
+        self.scan_range(t, r, |m| {
+            out.push(KafkaRecord {
+                topic: topic.clone(),
+                partition: r.partition,
+                offset: m.offset(),
+                timestamp: m.timestamp().to_millis(),
+                key: m.key().map(<[u8]>::to_vec),
+                value: m.payload().map(<[u8]>::to_vec),
+                headers: m.headers(),
+            })
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `visit` on every committed record of `r`, in offset order.
+    fn scan_range(
+        &self,
+        t: BatchTime,
+        r: &OffsetRange,
+        mut visit: impl FnMut(&RawMessage<'_>),
+    ) -> Result<()> {
         if r.until_offset <= r.from_offset {
-            return Ok(Vec::new());
+            return Ok(());
         }
         let reader = self.seek(t, r)?;
         let mut reader = reader.lock().unwrap_or_else(|e| e.into_inner());
         let what = || format!("batch {}: reading {r}", t.0);
-        // Sized for the whole range at once (its offsets bound its records): no
-        // regrowth copying millions of records, no slack a doubling leaves.
-        let mut out = Vec::with_capacity(r.count().min(1 << 26) as usize);
-        let topic: Arc<str> = Arc::from(r.topic.as_str());
         let mut last_progress = Instant::now();
         let mut backoff_logged = false;
         let position = |c: &BaseConsumer| {
@@ -783,58 +891,45 @@ impl KafkaInput {
                 .unwrap_or(r.from_offset)
         };
         let mut pos = r.from_offset;
+        let Reader {
+            queue,
+            consumer,
+            next,
+        } = &mut *reader;
         loop {
-            // What the client has fetched already comes without waiting; only when its
-            // queue is empty is the position asked (it moves past transaction markers
+            // What the client has fetched already comes without waiting; only when it
+            // holds nothing is the position asked (it moves past transaction markers
             // and aborted records too), and then the broker waited for.
-            let polled = match reader.consumer.poll(Duration::ZERO) {
-                Some(m) => Some(m),
-                None => {
-                    pos = position(&reader.consumer);
-                    if pos >= r.until_offset {
-                        break;
-                    }
-                    reader.consumer.poll(Duration::from_millis(100))
+            if !queue.ready() {
+                pos = position(consumer);
+                if pos >= r.until_offset {
+                    break;
                 }
-            };
-            match polled {
+            }
+            let polled = queue.next(Duration::from_millis(100));
+            match polled.as_ref().map(|m| (m, m.error())) {
                 None => {}
-                Some(Ok(m)) => {
+                Some((m, None)) => {
                     last_progress = Instant::now();
                     let o = m.offset();
                     if o >= r.until_offset {
                         // Past the range (a gap reached its end): the consumer is now
                         // beyond the next batch's start.
-                        reader.next = None;
+                        *next = None;
                         break;
                     }
                     if o < r.from_offset {
                         continue;
                     }
-                    out.push(KafkaRecord {
-                        topic: topic.clone(),
-                        partition: r.partition,
-                        offset: o,
-                        timestamp: m.timestamp().to_millis(),
-                        key: m.key().map(<[u8]>::to_vec),
-                        value: m.payload().map(<[u8]>::to_vec),
-                        headers: m
-                            .headers()
-                            .map(|h| {
-                                h.iter()
-                                    .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
-                                    .collect()
-                            })
-                            .unwrap_or_default(),
-                    });
+                    visit(m);
                     if o + 1 >= r.until_offset {
                         break;
                     }
                     continue;
                 }
-                Some(Err(e)) => {
+                Some((_, Some(e))) => {
                     if let Some(RDKafkaErrorCode::OffsetOutOfRange) = e.rdkafka_error_code() {
-                        reader.next = None;
+                        *next = None;
                         let low = self.watermarks(&(r.topic.clone(), r.partition))?.0;
                         return Err(self.error(format!(
                             "batch {}: range {r} is no longer on the broker (earliest available offset now {low}: deleted by retention while the batch read it)",
@@ -842,13 +937,13 @@ impl KafkaInput {
                         )));
                     }
                     if !transient(&e) {
-                        reader.next = None;
+                        *next = None;
                         return Err(self.error(format!("{}: {}", what(), kafka_err(&e))));
                     }
                 }
             }
             if last_progress.elapsed() > self.source.broker_timeout {
-                reader.next = None;
+                *next = None;
                 return Err(self.error(format!(
                     "{}: no progress for {:?} at offset {pos} (are the brokers {} up?)",
                     what(),
@@ -862,10 +957,10 @@ impl KafkaInput {
                     "kafka read stalled; waiting for the broker");
             }
         }
-        if reader.next.is_some() {
-            reader.next = Some(r.until_offset);
+        if next.is_some() {
+            *next = Some(r.until_offset);
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Reads the ranges of batch `t` (one partition each) and records them as its plan.
@@ -1090,20 +1185,8 @@ impl StreamingContext {
         } else {
             None
         };
-        let alloc = Arc::new(Allocations::default());
-        let input = Arc::new(KafkaInput {
-            source,
-            alloc: alloc.clone(),
-            state: Mutex::new(State::default()),
-            meta: Mutex::new(None),
-            readers: Mutex::new(HashMap::new()),
-            stopping: AtomicBool::new(false),
-            planned_after_stop: AtomicBool::new(false),
-            restored: AtomicBool::new(false),
-            records_total: AtomicU64::new(0),
-            lost: AtomicU64::new(0),
-            backpressure: backpressure.clone(),
-        });
+        let input = Arc::new(KafkaInput::new(source, backpressure.clone()));
+        let alloc = input.alloc.clone();
         let stream = self.input_stream("kafka", identity, alloc, input)?;
         if let Some(c) = backpressure {
             self.add_listener(c);

@@ -11,6 +11,8 @@
 pub mod files;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+#[cfg(feature = "kafka")]
+mod kafka_queue;
 pub(crate) mod lines;
 pub mod offsets;
 pub(crate) mod queue;
