@@ -347,15 +347,11 @@ pub fn run(o: &KafkaBenchOptions) -> Result<(), String> {
         let b2 = bytes.clone();
         let src = source(&count_topic);
         let (secs, batches) = timed(o.batch_ms, o.records, move |ssc| {
+            // Element-wise, so each partition streams through in pieces (Spark's
+            // mapPartitions over the KafkaRDD's iterator does the same work).
             ssc.kafka_direct_stream(src)?
-                .map_partitions(|rs| {
-                    vec![(
-                        rs.len() as u64,
-                        rs.iter()
-                            .map(|r| r.value.as_ref().map_or(0, Vec::len) as u64)
-                            .sum::<u64>(),
-                    )]
-                })?
+                .map(|r| (1u64, r.value.as_ref().map_or(0, Vec::len) as u64))?
+                .reduce(|a, b| (a.0 + b.0, a.1 + b.1))?
                 .foreach_batch(move |b| {
                     b2.fetch_add(b.batch.iter().map(|(_, v)| v).sum(), Ordering::Relaxed);
                     Ok(())
@@ -383,12 +379,11 @@ pub fn run(o: &KafkaBenchOptions) -> Result<(), String> {
             .set("batch.size", "65536");
         let (secs, batches) = timed(o.batch_ms, o.etl_records, move |ssc| {
             ssc.kafka_direct_stream(src)?
-                .map_partitions(move |rs| {
-                    let good: Vec<String> = rs
-                        .iter()
-                        .filter_map(|r| etl_clean(r.value.as_deref().unwrap_or_default()))
-                        .collect();
-                    m2.fetch_add((rs.len() - good.len()) as u64, Ordering::Relaxed);
+                .flat_map(move |r| {
+                    let good = etl_clean(r.value.as_deref().unwrap_or_default());
+                    if good.is_none() {
+                        m2.fetch_add(1, Ordering::Relaxed);
+                    }
                     good
                 })?
                 .save_to_kafka(sink, |v: &String| ((), v.clone()))

@@ -331,6 +331,92 @@ fn every_field_of_a_record_arrives_and_aborted_transactions_do_not() {
 }
 
 #[test]
+fn element_wise_operators_read_a_large_range_in_pieces_in_order() {
+    // More records than a piece (65,536) in one batch: map, filter, count and reduce
+    // see the partition in several pieces, and must see all of it, in order.
+    let _one = CONTEXT.lock().unwrap_or_else(|e| e.into_inner());
+    const N: usize = 150_000;
+    let t = topic("pieces", 2);
+    // In pieces the producer's queue (100,000 messages) holds.
+    for chunk in values(N, "a").chunks(50_000) {
+        produce(&t, 0, chunk);
+    }
+    produce(&t, 1, &values(10, "b"));
+    let ssc = StreamingContext::new(StreamingConf::new(
+        "kafka-pieces",
+        Duration::from_millis(200),
+    ))
+    .unwrap();
+    let stream = ssc
+        .kafka_direct_stream(KafkaSource::new(brokers()).topics([t.clone()]))
+        .unwrap();
+    let every_10k: Arc<Mutex<Vec<(i32, i64, String)>>> = Arc::default();
+    let (counted, offsets) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let e2 = every_10k.clone();
+    stream
+        .filter(|r| r.offset % 10_000 == 0)
+        .unwrap()
+        .map(|r| {
+            let v = String::from_utf8(r.value.clone().unwrap()).unwrap();
+            (r.partition, r.offset, v)
+        })
+        .unwrap()
+        .foreach_batch(move |b| {
+            e2.lock().unwrap().extend(b.batch.iter().cloned());
+            Ok(())
+        })
+        .unwrap();
+    let c2 = counted.clone();
+    stream
+        .count()
+        .unwrap()
+        .foreach_batch(move |b| {
+            c2.fetch_add(b.batch.iter().sum::<u64>() as usize, SeqCst);
+            Ok(())
+        })
+        .unwrap();
+    // The offsets of partition 0, folded in order: any piece out of order or missing
+    // breaks the run.
+    let o2 = offsets.clone();
+    stream
+        .filter(|r| r.partition == 0)
+        .unwrap()
+        .map(|r| (r.offset, r.offset, true))
+        .unwrap()
+        .reduce(|a, b| (a.0, b.1, a.2 && b.2 && b.0 == a.1 + 1))
+        .unwrap()
+        .foreach_batch(move |b| {
+            for &(from, to, contiguous) in b.batch.iter() {
+                assert!(contiguous, "offsets {from}..={to} not in order");
+                o2.fetch_add((to - from + 1) as usize, SeqCst);
+            }
+            Ok(())
+        })
+        .unwrap();
+    ssc.start().unwrap();
+    let deadline = Instant::now() + TIMEOUT;
+    while counted.load(SeqCst) < N + 10 {
+        assert!(
+            Instant::now() < deadline,
+            "counted {}",
+            counted.load(SeqCst)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ssc.stop(true).unwrap();
+    assert_eq!(counted.load(SeqCst), N + 10);
+    assert_eq!(offsets.load(SeqCst), N);
+    let mut got = every_10k.lock().unwrap().clone();
+    got.sort();
+    let want: Vec<(i32, i64, String)> = (0..N)
+        .step_by(10_000)
+        .map(|i| (0, i as i64, format!("a-{i}")))
+        .chain([(1, 0, "b-0".to_string())])
+        .collect();
+    assert_eq!(got, want);
+}
+
+#[test]
 fn a_partition_added_while_running_is_read_from_its_start() {
     let _one = CONTEXT.lock().unwrap_or_else(|e| e.into_inner());
     let t = topic("grow", 1);

@@ -140,9 +140,24 @@ impl<T: Data> DStream<T> {
         })
     }
 
+    /// Like `per_partition` for an `f` that goes element by element, appending its
+    /// output: a stored batch may reach it in pieces (see [`Batch`]).
+    fn per_element<U: Data>(
+        &self,
+        kind: &str,
+        f: impl Fn(&[T], &mut Vec<U>) + Send + Sync + 'static,
+    ) -> Result<DStream<U>> {
+        let parent = self.clone();
+        let info = self.info_for::<U>(kind, vec![self.node.info.id]);
+        self.derive(info, self.slide(), move |t, env| {
+            let b = parent.batch_streamed(t, env)?;
+            Ok(Batch::from_partitions(b.par_map_pieces(&env.pool, &f)?))
+        })
+    }
+
     /// Applies `f` to every element.
     pub fn map<U: Data>(&self, f: impl Fn(&T) -> U + Send + Sync + 'static) -> Result<DStream<U>> {
-        self.per_partition("map", move |p| p.iter().map(&f).collect())
+        self.per_element("map", move |p, out| out.extend(p.iter().map(&f)))
     }
 
     /// Applies `f` to every element and flattens the results.
@@ -150,13 +165,13 @@ impl<T: Data> DStream<T> {
         &self,
         f: impl Fn(&T) -> I + Send + Sync + 'static,
     ) -> Result<DStream<U>> {
-        self.per_partition("flat_map", move |p| p.iter().flat_map(&f).collect())
+        self.per_element("flat_map", move |p, out| out.extend(p.iter().flat_map(&f)))
     }
 
     /// Keeps the elements for which `f` is true.
     pub fn filter(&self, f: impl Fn(&T) -> bool + Send + Sync + 'static) -> Result<DStream<T>> {
-        self.per_partition("filter", move |p| {
-            p.iter().filter(|x| f(x)).cloned().collect()
+        self.per_element("filter", move |p, out| {
+            out.extend(p.iter().filter(|x| f(x)).cloned())
         })
     }
 
@@ -211,7 +226,7 @@ impl<T: Data> DStream<T> {
         let info = self.info_for::<u64>("count", vec![self.node.info.id]);
         self.derive(info, self.slide(), move |t, env| {
             Ok(Batch::from_vec(vec![
-                parent.batch_streamed(t, env)?.len() as u64
+                parent.batch_streamed(t, env)?.count(&env.pool)? as u64,
             ]))
         })
     }
@@ -223,12 +238,21 @@ impl<T: Data> DStream<T> {
         let info = self.info_for::<T>("reduce", vec![self.node.info.id]);
         self.derive(info, self.slide(), move |t, env| {
             let b = parent.batch_streamed(t, env)?;
-            let partials: Vec<Option<T>> = b.par_map_parts(&env.pool, |p| {
-                let mut it = p.iter();
-                let first = it.next()?.clone();
-                Some(it.fold(first, |acc, x| f(&acc, x)))
-            })?;
-            let total = partials.into_iter().flatten().reduce(|a, b| f(&a, &b));
+            let both = |a: Option<T>, b: Option<T>| match (a, b) {
+                (Some(a), Some(b)) => Some(f(&a, &b)),
+                (a, b) => a.or(b),
+            };
+            let total = b.par_fold_parts(
+                &env.pool,
+                || None,
+                |acc, p| {
+                    p.iter().fold(acc, |acc, x| match acc {
+                        Some(a) => Some(f(&a, x)),
+                        None => Some(x.clone()),
+                    })
+                },
+                both,
+            )?;
             Ok(Batch::from_vec(total.into_iter().collect()))
         })
     }

@@ -17,10 +17,12 @@ pub use sluice_recovery::BatchTime;
 /// The data of one stream for one batch time: a set of partitions, processed in
 /// parallel. Cheap to clone (shared).
 ///
-/// A receiver's batch with the receiver WAL on may be *stored*: its partitions stay in
-/// the WAL (page cache) until read, so operators that go partition by partition (map,
-/// filter, flat_map, the map side of `reduce_by_key`, `count`) read each one, use it
-/// and drop it, and a batch of any size needs memory for the partitions in flight
+/// A batch may be *stored*: its partitions are read only when needed. A receiver's
+/// batch with the receiver WAL on stays in the WAL (page cache); a Kafka batch stays
+/// on the brokers, its offset ranges fixed. Operators that go element by element
+/// (map, filter, flat_map, `reduce`, the map side of `reduce_by_key`, `count`) read
+/// each partition, use it and drop it — a Kafka partition in pieces of a bounded
+/// size, as it arrives — so a batch of any size needs memory for the pieces in flight
 /// only. Every other consumer (and every batch a user's function sees) gets the
 /// partitions loaded first.
 pub struct Batch<T> {
@@ -35,10 +37,19 @@ enum Parts<T> {
 /// Reads partition `i` of a stored batch.
 pub(crate) type LoadPart<T> = Arc<dyn Fn(usize) -> Result<Vec<T>> + Send + Sync>;
 
+/// Reads partition `i` of a stored batch in consecutive pieces, handing each to the
+/// callback in order.
+pub(crate) type StreamPart<T> =
+    Arc<dyn Fn(usize, &mut dyn FnMut(&[T])) -> Result<()> + Send + Sync>;
+
 struct Stored<T> {
-    /// The number of elements of each partition (known without reading it).
-    lens: Vec<usize>,
+    /// The number of partitions.
+    parts: usize,
+    /// The number of elements of each partition, when known without reading it.
+    lens: Option<Vec<usize>>,
     load: LoadPart<T>,
+    /// Reads a partition in pieces (else element-wise operators read it whole).
+    stream: Option<StreamPart<T>>,
     /// Every partition, once something needed them all at once.
     loaded: OnceLock<Vec<Vec<T>>>,
 }
@@ -47,7 +58,7 @@ impl<T> std::fmt::Debug for Batch<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let (kind, parts) = match &*self.parts {
             Parts::Ready(p) => ("ready", p.len()),
-            Parts::Stored(s) => ("stored", s.lens.len()),
+            Parts::Stored(s) => ("stored", s.parts),
         };
         f.debug_struct("Batch")
             .field("kind", &kind)
@@ -88,8 +99,24 @@ impl<T> Batch<T> {
     pub(crate) fn stored(lens: Vec<usize>, load: LoadPart<T>) -> Self {
         Batch {
             parts: Arc::new(Parts::Stored(Stored {
-                lens,
+                parts: lens.len(),
+                lens: Some(lens),
                 load,
+                stream: None,
+                loaded: OnceLock::new(),
+            })),
+        }
+    }
+
+    /// A stored batch of `parts` partitions whose sizes are known only once read:
+    /// `load(i)` reads partition `i` whole, `stream(i, f)` hands it to `f` in pieces.
+    pub(crate) fn streamed(parts: usize, load: LoadPart<T>, stream: StreamPart<T>) -> Self {
+        Batch {
+            parts: Arc::new(Parts::Stored(Stored {
+                parts,
+                lens: None,
+                load,
+                stream: Some(stream),
                 loaded: OnceLock::new(),
             })),
         }
@@ -123,9 +150,7 @@ impl<T> Batch<T> {
     fn load_in_order(&self) -> Result<()> {
         if let Parts::Stored(s) = &*self.parts {
             if s.loaded.get().is_none() {
-                let parts = (0..s.lens.len())
-                    .map(|i| (s.load)(i))
-                    .collect::<Result<_>>()?;
+                let parts = (0..s.parts).map(|i| (s.load)(i)).collect::<Result<_>>()?;
                 let _ = s.loaded.set(parts);
             }
         }
@@ -144,7 +169,7 @@ impl<T> Batch<T> {
         if s.loaded.get().is_none() {
             use rayon::prelude::*;
             let parts = pool.install(|| {
-                (0..s.lens.len())
+                (0..s.parts)
                     .into_par_iter()
                     .map(|i| (s.load)(i))
                     .collect::<Result<Vec<Vec<T>>>>()
@@ -172,11 +197,51 @@ impl<T> Batch<T> {
             return Ok(Vec::new());
         };
         pool.install(|| {
-            (0..s.lens.len())
+            (0..s.parts)
                 .into_par_iter()
                 .map(|i| (s.load)(i).map(|p| f(&p)))
                 .collect()
         })
+    }
+
+    /// `f` over every partition on `pool`, in parallel, for an `f` that goes element
+    /// by element: it may be given a partition in consecutive pieces, appending each
+    /// piece's output to the partition's. A stored batch not in memory is read piece
+    /// by piece (see the type's docs).
+    pub(crate) fn par_map_pieces<U: Send>(
+        &self,
+        pool: &rayon::ThreadPool,
+        f: impl Fn(&[T], &mut Vec<U>) + Sync + Send,
+    ) -> Result<Vec<Vec<U>>>
+    where
+        T: Send + Sync,
+    {
+        use rayon::prelude::*;
+        let Some(s) = self.unread() else {
+            return self.par_map_parts(pool, |p| {
+                let mut out = Vec::new();
+                f(p, &mut out);
+                out
+            });
+        };
+        pool.install(|| {
+            (0..s.parts)
+                .into_par_iter()
+                .map(|i| {
+                    let mut out = Vec::new();
+                    s.pieces(i, &mut |p| f(p, &mut out))?;
+                    Ok(out)
+                })
+                .collect()
+        })
+    }
+
+    /// The stored batch's parts, if it is one and nothing loaded them yet.
+    fn unread(&self) -> Option<&Stored<T>> {
+        match &*self.parts {
+            Parts::Stored(s) if s.loaded.get().is_none() => Some(s),
+            _ => None,
+        }
     }
 
     /// Folds the partitions into one `A` on `pool`: runs of neighbouring partitions are
@@ -184,7 +249,9 @@ impl<T> Batch<T> {
     /// with `join`, left before right (rayon keeps the order), so with an associative
     /// `join` the result is that of folding every partition in order. Only a few
     /// accumulators are alive at once, whatever the number of partitions; a stored
-    /// batch not in memory is read partition by partition, each dropped once folded.
+    /// batch not in memory is read partition by partition, each dropped once folded,
+    /// and a partition may come to `fold` in consecutive pieces (so `fold` must go
+    /// element by element).
     pub(crate) fn par_fold_parts<A: Send>(
         &self,
         pool: &rayon::ThreadPool,
@@ -207,18 +274,43 @@ impl<T> Batch<T> {
             return Ok(init());
         };
         pool.install(|| {
-            (0..s.lens.len())
+            (0..s.parts)
                 .into_par_iter()
-                .try_fold(&init, |a, i| Ok(fold(a, &(s.load)(i)?)))
+                .try_fold(&init, |a, i| {
+                    let mut acc = Some(a);
+                    s.pieces(i, &mut |p| acc = acc.take().map(|a| fold(a, p)))?;
+                    Ok(acc.unwrap_or_else(&init))
+                })
                 .try_reduce(&init, |a, b| Ok(join(a, b)))
         })
     }
 
     /// The number of elements.
+    ///
+    /// A stored batch whose sizes are known only once read (a Kafka batch) is read
+    /// for this, as by [`partitions`](Self::partitions); the engine counts such a
+    /// batch with [`count`](Self::count) instead.
     pub fn len(&self) -> usize {
         match &*self.parts {
             Parts::Ready(p) => p.iter().map(Vec::len).sum(),
-            Parts::Stored(s) => s.lens.iter().sum(),
+            Parts::Stored(s) => match &s.lens {
+                Some(lens) => lens.iter().sum(),
+                None => self.partitions().iter().map(Vec::len).sum(),
+            },
+        }
+    }
+
+    /// The number of elements, reading a stored batch whose sizes are unknown piece
+    /// by piece on `pool` (a read error is returned, not raised).
+    pub(crate) fn count(&self, pool: &rayon::ThreadPool) -> Result<usize>
+    where
+        T: Send + Sync,
+    {
+        match self.unread() {
+            Some(s) if s.lens.is_none() => {
+                self.par_fold_parts(pool, || 0, |n, p| n + p.len(), |a, b| a + b)
+            }
+            _ => Ok(self.len()),
         }
     }
 
@@ -226,7 +318,7 @@ impl<T> Batch<T> {
     pub fn num_partitions(&self) -> usize {
         match &*self.parts {
             Parts::Ready(p) => p.len(),
-            Parts::Stored(s) => s.lens.len(),
+            Parts::Stored(s) => s.parts,
         }
     }
 
@@ -238,6 +330,19 @@ impl<T> Batch<T> {
     /// All elements, partition by partition.
     pub fn iter(&self) -> impl Iterator<Item = &T> {
         self.partitions().iter().flatten()
+    }
+}
+
+impl<T> Stored<T> {
+    /// Hands partition `i` to `f`: in pieces when it can be streamed, else whole.
+    fn pieces(&self, i: usize, f: &mut dyn FnMut(&[T])) -> Result<()> {
+        match &self.stream {
+            Some(stream) => stream(i, f),
+            None => {
+                f(&(self.load)(i)?);
+                Ok(())
+            }
+        }
     }
 }
 
@@ -261,5 +366,79 @@ impl<T: Clone> Batch<T> {
     /// All elements in one vector, partition by partition.
     pub fn to_vec(&self) -> Vec<T> {
         self.iter().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Partition `i` holds `0..lens[i]`, streamed in pieces of 3; partition `bad`
+    /// fails after its first piece.
+    fn streamed(lens: Vec<usize>, bad: Option<usize>) -> Batch<usize> {
+        let lens = Arc::new(lens);
+        let l2 = lens.clone();
+        let load: LoadPart<usize> = Arc::new(move |i| Ok((0..l2[i]).collect()));
+        let stream: StreamPart<usize> = Arc::new(move |i, f| {
+            let all: Vec<usize> = (0..lens[i]).collect();
+            for (n, piece) in all.chunks(3).enumerate() {
+                if bad == Some(i) && n == 1 {
+                    return Err(crate::EngineError::Stopped);
+                }
+                f(piece);
+            }
+            Ok(())
+        });
+        Batch::streamed(3, load, stream)
+    }
+
+    #[test]
+    fn a_streamed_batch_is_counted_mapped_and_folded_piece_by_piece() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let b = streamed(vec![7, 0, 5], None);
+        assert_eq!(b.num_partitions(), 3);
+        assert_eq!(b.count(&pool).unwrap(), 12);
+        let doubled = b
+            .par_map_pieces(&pool, |p, out| out.extend(p.iter().map(|x| x * 2)))
+            .unwrap();
+        assert_eq!(
+            doubled,
+            vec![vec![0, 2, 4, 6, 8, 10, 12], vec![], vec![0, 2, 4, 6, 8]]
+        );
+        let order = b
+            .par_fold_parts(
+                &pool,
+                Vec::new,
+                |mut a, p| {
+                    a.extend_from_slice(p);
+                    a
+                },
+                |mut a, b| {
+                    a.extend(b);
+                    a
+                },
+            )
+            .unwrap();
+        assert_eq!(order, vec![0, 1, 2, 3, 4, 5, 6, 0, 1, 2, 3, 4]);
+        // Nothing above loaded the batch; `len` (outside the engine) reads it whole.
+        assert!(b.in_memory().is_none());
+        assert_eq!(b.len(), 12);
+        assert_eq!(b.partitions()[2], vec![0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn a_piece_that_cannot_be_read_fails_the_operator_without_a_panic() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let b = streamed(vec![7, 0, 5], Some(2));
+        assert!(b.count(&pool).is_err());
+        assert!(b
+            .par_map_pieces(&pool, |p, out| out.extend_from_slice(p))
+            .is_err());
     }
 }

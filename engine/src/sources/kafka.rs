@@ -8,6 +8,15 @@
 //!   offset (capped by the partition's rate limit, below) — and that list is the
 //!   batch's plan in the driver log (`BatchPlanned`), written before the batch runs.
 //!   Each partition's range is one partition of the batch.
+//! * A batch's ranges are read when its job runs, not when they are planned.
+//!   Element-wise operators (map, filter, flat_map, count, reduce, the map side of
+//!   `reduce_by_key`) take each partition in pieces of 65,536 records as the client
+//!   hands them out, so a batch of any size needs memory for the pieces in flight
+//!   only; what needs whole partitions (`map_partitions`, `foreach_batch`, windows,
+//!   `transform`) gets them read whole first. A read error (retention, a broker down
+//!   past `broker_timeout`) fails the batch when it runs. The input's record count
+//!   (metrics, backpressure) is that of the offsets, as Spark's: transaction markers
+//!   and aborted records included.
 //! * The ranges reach the job: an output's [`BatchContext::offset_ranges`](crate::BatchContext::offset_ranges)
 //!   (Spark's `HasOffsetRanges`) holds those of every Kafka input upstream of it, for
 //!   storing offsets in the job's own transaction; [`KafkaSource::offset_ranges`]
@@ -80,6 +89,25 @@ pub struct KafkaRecord {
     /// Its headers, in order.
     pub headers: Vec<(String, Option<Vec<u8>>)>,
 }
+
+impl KafkaRecord {
+    /// The record `m` holds, read from `partition` of `topic`.
+    fn of(topic: &Arc<str>, partition: i32, m: &RawMessage<'_>) -> Self {
+        KafkaRecord {
+            topic: topic.clone(),
+            partition,
+            offset: m.offset(),
+            timestamp: m.timestamp().to_millis(),
+            key: m.key().map(<[u8]>::to_vec),
+            value: m.payload().map(<[u8]>::to_vec),
+            headers: m.headers(),
+        }
+    }
+}
+
+/// The records of a Kafka batch's partition built at a time when an element-wise job
+/// reads it (about 15 MB of 100-byte records).
+const PIECE: usize = 65_536;
 
 /// A user function giving the starting offset of a partition (`None`: its earliest).
 pub type OffsetFn = Arc<dyn Fn(&str, i32) -> Option<i64> + Send + Sync>;
@@ -379,6 +407,8 @@ struct State {
 }
 
 struct KafkaInput {
+    /// Itself, for the batches it hands out (they read through it when used).
+    me: std::sync::Weak<KafkaInput>,
     source: KafkaSource,
     alloc: Arc<Allocations<KafkaRecord>>,
     state: Mutex<State>,
@@ -397,8 +427,9 @@ struct KafkaInput {
 }
 
 impl KafkaInput {
-    fn new(source: KafkaSource, backpressure: Option<Arc<RateController>>) -> Self {
-        KafkaInput {
+    fn new(source: KafkaSource, backpressure: Option<Arc<RateController>>) -> Arc<Self> {
+        Arc::new_cyclic(|me| KafkaInput {
+            me: me.clone(),
             source,
             alloc: Arc::new(Allocations::default()),
             state: Mutex::new(State::default()),
@@ -410,7 +441,7 @@ impl KafkaInput {
             records_total: AtomicU64::new(0),
             lost: AtomicU64::new(0),
             backpressure,
-        }
+        })
     }
 }
 
@@ -452,7 +483,7 @@ impl KafkaSource {
             let scans: Vec<_> = ranges
                 .iter()
                 .map(|r| {
-                    let input = &input;
+                    let input = &*input;
                     s.spawn(move || {
                         let (mut n, mut bytes) = (0u64, 0u64);
                         input.scan_range(t, r, |m| {
@@ -850,17 +881,7 @@ impl KafkaInput {
         // regrowth copying millions of records, no slack a doubling leaves.
         let mut out = Vec::with_capacity(r.count().clamp(0, 1 << 26) as usize);
         let topic: Arc<str> = Arc::from(r.topic.as_str());
-        self.scan_range(t, r, |m| {
-            out.push(KafkaRecord {
-                topic: topic.clone(),
-                partition: r.partition,
-                offset: m.offset(),
-                timestamp: m.timestamp().to_millis(),
-                key: m.key().map(<[u8]>::to_vec),
-                value: m.payload().map(<[u8]>::to_vec),
-                headers: m.headers(),
-            })
-        })?;
+        self.scan_range(t, r, |m| out.push(KafkaRecord::of(&topic, r.partition, m)))?;
         Ok(out)
     }
 
@@ -879,6 +900,7 @@ impl KafkaInput {
         let what = || format!("batch {}: reading {r}", t.0);
         let mut last_progress = Instant::now();
         let mut backoff_logged = false;
+        let mut progressed = false;
         let position = |c: &BaseConsumer| {
             c.position()
                 .ok()
@@ -910,7 +932,7 @@ impl KafkaInput {
             match polled.as_ref().map(|m| (m, m.error())) {
                 None => {}
                 Some((m, None)) => {
-                    last_progress = Instant::now();
+                    progressed = true;
                     let o = m.offset();
                     if o >= r.until_offset {
                         // Past the range (a gap reached its end): the consumer is now
@@ -942,6 +964,12 @@ impl KafkaInput {
                     }
                 }
             }
+            // Only here, after a wait, is the clock read: records since the last
+            // wait were progress (one clock read per record would cost more than
+            // the rest of the loop).
+            if std::mem::take(&mut progressed) {
+                last_progress = Instant::now();
+            }
             if last_progress.elapsed() > self.source.broker_timeout {
                 *next = None;
                 return Err(self.error(format!(
@@ -963,16 +991,20 @@ impl KafkaInput {
         Ok(())
     }
 
-    /// Reads the ranges of batch `t` (one partition each) and records them as its plan.
-    fn take(&self, t: BatchTime, ranges: Vec<OffsetRange>, env: &ExecutionEnv) -> Result<u64> {
-        // Every partition's client starts fetching now, also those the pool reads later.
+    /// Records the ranges of batch `t` (one partition each) as its plan and gives the
+    /// job a batch that reads them when it runs (see [`Self::batch_of`]). The count
+    /// returned (the input's records in metrics and for backpressure) is that of the
+    /// offsets, as Spark's: transaction markers and aborted records included.
+    fn take(&self, t: BatchTime, ranges: Vec<OffsetRange>) -> Result<u64> {
+        // Clients not reading another batch start fetching now, ahead of the job.
         for r in ranges.iter().filter(|r| r.until_offset > r.from_offset) {
-            self.seek(t, r)?;
-        }
-        let parts: Vec<Result<Vec<KafkaRecord>>> = env.par_map(&ranges, |r| self.read_range(t, r));
-        let mut data = Vec::with_capacity(parts.len());
-        for p in parts {
-            data.push(p?);
+            let idle = match self.reader(&(r.topic.clone(), r.partition))?.try_lock() {
+                Ok(g) => g.next.is_none(),
+                Err(_) => false,
+            };
+            if idle {
+                self.seek(t, r)?;
+            }
         }
         {
             let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -987,9 +1019,9 @@ impl KafkaInput {
             .ranges
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(t, ranges);
-        let batch = Batch::from_partitions(data);
-        let n = batch.len() as u64;
+            .insert(t, ranges.clone());
+        let n: u64 = ranges.iter().map(|r| r.count().max(0) as u64).sum();
+        let batch = self.batch_of(t, ranges);
         self.records_total.fetch_add(n, Ordering::Relaxed);
         if let Some(c) = &self.backpressure {
             c.records
@@ -999,6 +1031,35 @@ impl KafkaInput {
         }
         self.alloc.set(t, batch);
         Ok(n)
+    }
+
+    /// The batch of `ranges`, read when used: whole partitions for what needs them,
+    /// else in pieces of [`PIECE`] records as the client hands them out, so an
+    /// element-wise job holds a few pieces, not the batch.
+    fn batch_of(&self, t: BatchTime, ranges: Vec<OffsetRange>) -> Batch<KafkaRecord> {
+        let ranges = Arc::new(ranges);
+        let (me, rs) = (self.me.clone(), ranges.clone());
+        let parts = ranges.len();
+        let input = move || me.upgrade().ok_or(EngineError::Stopped);
+        let input2 = input.clone();
+        let load = Arc::new(move |i: usize| input()?.read_range(t, &rs[i]));
+        let stream = Arc::new(move |i: usize, f: &mut dyn FnMut(&[KafkaRecord])| {
+            let r = &ranges[i];
+            let topic: Arc<str> = Arc::from(r.topic.as_str());
+            let mut piece = Vec::with_capacity(r.count().clamp(0, PIECE as i64) as usize);
+            input2()?.scan_range(t, r, |m| {
+                piece.push(KafkaRecord::of(&topic, r.partition, m));
+                if piece.len() == PIECE {
+                    f(&piece);
+                    piece.clear();
+                }
+            })?;
+            if !piece.is_empty() {
+                f(&piece);
+            }
+            Ok(())
+        });
+        Batch::streamed(parts, load, stream)
     }
 
     fn commit_to_group(&self, ranges: &[OffsetRange]) {
@@ -1042,7 +1103,7 @@ impl Input for KafkaInput {
     fn allocate(&self, t: BatchTime, env: &ExecutionEnv) -> Result<u64> {
         let stopping = self.stopping.load(Ordering::SeqCst);
         let ranges = self.plan(t, env)?;
-        let n = self.take(t, ranges, env)?;
+        let n = self.take(t, ranges)?;
         if stopping {
             self.planned_after_stop.store(true, Ordering::SeqCst);
         }
@@ -1087,7 +1148,7 @@ impl Input for KafkaInput {
         crate::runtime::graph::encode(st.planned.get(&t)?).ok()
     }
 
-    fn replay(&self, t: BatchTime, plan: &[u8], env: &ExecutionEnv) -> Result<u64> {
+    fn replay(&self, t: BatchTime, plan: &[u8], _env: &ExecutionEnv) -> Result<u64> {
         let mut ranges: Vec<OffsetRange> = crate::runtime::graph::decode(plan)?;
         for r in &mut ranges {
             if r.until_offset > r.from_offset {
@@ -1098,7 +1159,7 @@ impl Input for KafkaInput {
         tracing::info!(input = %self.describe_source(), batch = t.0,
             ranges = %ranges.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
             "replaying the logged offset ranges");
-        self.take(t, ranges, env)
+        self.take(t, ranges)
     }
 
     fn position(&self) -> Option<Vec<u8>> {
@@ -1185,7 +1246,7 @@ impl StreamingContext {
         } else {
             None
         };
-        let input = Arc::new(KafkaInput::new(source, backpressure.clone()));
+        let input = KafkaInput::new(source, backpressure.clone());
         let alloc = input.alloc.clone();
         let stream = self.input_stream("kafka", identity, alloc, input)?;
         if let Some(c) = backpressure {
