@@ -134,13 +134,39 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Runs `b` on the checkpoint in `dir` for about `batches` batch intervals and stops it
-/// abruptly (`graceful` for the last run, which then finishes what it planned).
+/// Counts the checkpoints written (not those that failed).
+#[derive(Default)]
+struct Checkpoints(std::sync::atomic::AtomicUsize);
+
+impl sluice::StreamingListener for Checkpoints {
+    fn on_checkpoint(&self, info: &sluice::CheckpointInfo) {
+        if info.error.is_none() {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
+/// Runs `b` on the checkpoint in `dir` for about `batches` batch intervals, and at
+/// least until it wrote a checkpoint, and stops it abruptly (`graceful` for the last
+/// run, which then finishes what it planned). Without a checkpoint a restart has no
+/// stored graph to check an edit against (the driver log alone holds no window
+/// contents or state): on a loaded machine the first batches of a debug build can
+/// take the whole interval.
 fn run(dir: &Path, b: &Build, out: &Out, batches: u64, graceful: bool) {
     let ssc = StreamingContext::get_or_create(conf(dir), |s| build(s, b, out))
         .unwrap_or_else(|e| panic!("restart refused for {b:?}: {e}"));
+    let written = Arc::new(Checkpoints::default());
+    ssc.add_listener(written.clone());
     ssc.start().unwrap();
     std::thread::sleep(Duration::from_millis(batches * B));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while written.0.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint written in 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     ssc.stop(graceful).unwrap();
 }
 

@@ -110,6 +110,7 @@ impl<T> Batch<T> {
 
     /// A stored batch of `parts` partitions whose sizes are known only once read:
     /// `load(i)` reads partition `i` whole, `stream(i, f)` hands it to `f` in pieces.
+    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
     pub(crate) fn streamed(parts: usize, load: LoadPart<T>, stream: StreamPart<T>) -> Self {
         Batch {
             parts: Arc::new(Parts::Stored(Stored {
