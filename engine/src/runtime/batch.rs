@@ -60,10 +60,15 @@ impl<T> std::fmt::Debug for Batch<T> {
             Parts::Ready(p) => ("ready", p.len()),
             Parts::Stored(s) => ("stored", s.parts),
         };
+        // Never read to be printed: an unread batch of unknown sizes shows no length.
+        let len = match self.unread() {
+            Some(s) if s.lens.is_none() => None,
+            _ => Some(self.len()),
+        };
         f.debug_struct("Batch")
             .field("kind", &kind)
             .field("partitions", &parts)
-            .field("len", &self.len())
+            .field("len", &len)
             .finish()
     }
 }

@@ -57,6 +57,7 @@ use std::time::{Duration, Instant};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
@@ -386,10 +387,14 @@ type Tp = (String, i32);
 
 /// A reading consumer of one partition and the offset it will return next.
 struct Reader {
-    /// The consumer's messages, many per call (declared first: dropped before the
-    /// consumer it refers to).
+    /// The partition's fetched messages, split from the consumer's queue and taken
+    /// many per call (declared first: dropped before the consumer it belongs to).
     queue: MessageQueue,
+    /// The consumer, polled for its events (errors, logs) only.
     consumer: BaseConsumer,
+    /// Assigned once; moved with `seek` after that (a new assignment would stop the
+    /// partition's fetcher, which undoes the split).
+    assigned: bool,
     next: Option<i64>,
 }
 
@@ -843,11 +848,18 @@ impl KafkaInput {
             )
             .create()
             .map_err(|e| self.error(format!("cannot create a consumer: {}", kafka_err(&e))))?;
-        let queue = MessageQueue::of(&consumer)
-            .ok_or_else(|| self.error("librdkafka gave no message queue for a consumer"))?;
+        // Split before the first assignment, so no message of the partition ever
+        // reaches the consumer's own queue, which keeps the client's events.
+        let queue = MessageQueue::of_partition(&consumer, &tp.0, tp.1).ok_or_else(|| {
+            self.error(format!(
+                "librdkafka gave no message queue for partition {} of {:?}",
+                tp.1, tp.0
+            ))
+        })?;
         let r = Arc::new(Mutex::new(Reader {
             queue,
             consumer,
+            assigned: false,
             next: None,
         }));
         readers.insert(tp.clone(), r.clone());
@@ -858,21 +870,44 @@ impl KafkaInput {
     /// fetching from there at once).
     fn seek(&self, t: BatchTime, r: &OffsetRange) -> Result<Arc<Mutex<Reader>>> {
         let reader = self.reader(&(r.topic.clone(), r.partition))?;
+        self.move_to(&mut reader.lock().unwrap_or_else(|e| e.into_inner()), t, r)?;
+        Ok(reader)
+    }
+
+    /// Positions `g` at `r`'s start unless it is there.
+    fn move_to(&self, g: &mut Reader, t: BatchTime, r: &OffsetRange) -> Result<()> {
         {
-            let mut g = reader.lock().unwrap_or_else(|e| e.into_inner());
             if g.next != Some(r.from_offset) {
                 let fail = |e: KafkaError| {
+                    self.forget_reader(r);
                     self.error(format!("batch {}: reading {r}: {}", t.0, kafka_err(&e)))
                 };
-                let mut tpl = TopicPartitionList::new();
-                tpl.add_partition_offset(&r.topic, r.partition, Offset::Offset(r.from_offset))
-                    .map_err(fail)?;
-                g.consumer.assign(&tpl).map_err(fail)?;
+                let at = Offset::Offset(r.from_offset);
+                if g.assigned {
+                    g.consumer
+                        .seek(&r.topic, r.partition, at, self.timeout())
+                        .map_err(fail)?;
+                } else {
+                    let mut tpl = TopicPartitionList::new();
+                    tpl.add_partition_offset(&r.topic, r.partition, at)
+                        .map_err(fail)?;
+                    g.consumer.assign(&tpl).map_err(fail)?;
+                    g.assigned = true;
+                }
                 g.queue.clear();
                 g.next = Some(r.from_offset);
             }
         }
-        Ok(reader)
+        Ok(())
+    }
+
+    /// Drops the reader of `r`'s partition after an error: the next read makes a new
+    /// one, whatever state the old client was left in.
+    fn forget_reader(&self, r: &OffsetRange) {
+        self.readers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(r.topic.clone(), r.partition));
     }
 
     /// Every committed record of `r`.
@@ -895,8 +930,11 @@ impl KafkaInput {
         if r.until_offset <= r.from_offset {
             return Ok(());
         }
-        let reader = self.seek(t, r)?;
+        // Positioned under the same lock as the read: another read of the partition
+        // (another batch, another operator) cannot move the client in between.
+        let reader = self.reader(&(r.topic.clone(), r.partition))?;
         let mut reader = reader.lock().unwrap_or_else(|e| e.into_inner());
+        self.move_to(&mut reader, t, r)?;
         let what = || format!("batch {}: reading {r}", t.0);
         let mut last_progress = Instant::now();
         let mut backoff_logged = false;
@@ -917,51 +955,79 @@ impl KafkaInput {
             queue,
             consumer,
             next,
+            ..
         } = &mut *reader;
+        // Unset while reading: a read that does not end normally (an error, or a
+        // user's function panicking in `visit`) leaves the client somewhere inside
+        // the range, and the next read must seek.
+        let positioned = next.take().is_some();
         loop {
             // What the client has fetched already comes without waiting; only when it
-            // holds nothing is the position asked (it moves past transaction markers
-            // and aborted records too), and then the broker waited for.
+            // holds nothing are its events served (errors, logs) and the position
+            // asked (it moves past transaction markers and aborted records too), and
+            // then the broker waited for.
+            let mut error = None;
             if !queue.ready() {
-                pos = position(consumer);
-                if pos >= r.until_offset {
-                    break;
-                }
-            }
-            let polled = queue.next(Duration::from_millis(100));
-            match polled.as_ref().map(|m| (m, m.error())) {
-                None => {}
-                Some((m, None)) => {
-                    progressed = true;
-                    let o = m.offset();
-                    if o >= r.until_offset {
-                        // Past the range (a gap reached its end): the consumer is now
-                        // beyond the next batch's start.
-                        *next = None;
-                        break;
-                    }
-                    if o < r.from_offset {
-                        continue;
-                    }
-                    visit(m);
-                    if o + 1 >= r.until_offset {
-                        break;
-                    }
-                    continue;
-                }
-                Some((_, Some(e))) => {
-                    if let Some(RDKafkaErrorCode::OffsetOutOfRange) = e.rdkafka_error_code() {
-                        *next = None;
-                        let low = self.watermarks(&(r.topic.clone(), r.partition))?.0;
+                match consumer.poll(Duration::ZERO) {
+                    None => {}
+                    Some(Err(e)) => error = Some(e),
+                    Some(Ok(m)) => {
+                        let o = m.offset();
+                        drop(m);
+                        self.forget_reader(r);
                         return Err(self.error(format!(
-                            "batch {}: range {r} is no longer on the broker (earliest available offset now {low}: deleted by retention while the batch read it)",
-                            t.0
+                            "{}: the record at offset {o} came on the client's own queue, not its partition's",
+                            what()
                         )));
                     }
-                    if !transient(&e) {
-                        *next = None;
-                        return Err(self.error(format!("{}: {}", what(), kafka_err(&e))));
+                }
+                if error.is_none() {
+                    pos = position(consumer);
+                    if pos >= r.until_offset {
+                        break;
                     }
+                }
+            }
+            if error.is_none() {
+                if let Some(m) = queue.next(Duration::from_millis(100)) {
+                    match m.error() {
+                        Some(e) => error = Some(e),
+                        None => {
+                            progressed = true;
+                            let o = m.offset();
+                            if o >= r.until_offset {
+                                // Past the range (a gap reached its end): the client is
+                                // now beyond the next batch's start.
+                                return Ok(());
+                            }
+                            if o < r.from_offset {
+                                continue;
+                            }
+                            visit(&m);
+                            if o + 1 >= r.until_offset {
+                                break;
+                            }
+                            continue;
+                        }
+                    }
+                }
+            }
+            if let Some(e) = error {
+                let code = e.rdkafka_error_code();
+                if matches!(
+                    code,
+                    Some(RDKafkaErrorCode::OffsetOutOfRange | RDKafkaErrorCode::AutoOffsetReset)
+                ) {
+                    self.forget_reader(r);
+                    let low = self.watermarks(&(r.topic.clone(), r.partition))?.0;
+                    return Err(self.error(format!(
+                        "batch {}: range {r} is no longer on the broker (earliest available offset now {low}: deleted by retention while the batch read it)",
+                        t.0
+                    )));
+                }
+                if !transient(&e) {
+                    self.forget_reader(r);
+                    return Err(self.error(format!("{}: {}", what(), kafka_err(&e))));
                 }
             }
             // Only here, after a wait, is the clock read: records since the last
@@ -971,7 +1037,7 @@ impl KafkaInput {
                 last_progress = Instant::now();
             }
             if last_progress.elapsed() > self.source.broker_timeout {
-                *next = None;
+                self.forget_reader(r);
                 return Err(self.error(format!(
                     "{}: no progress for {:?} at offset {pos} (are the brokers {} up?)",
                     what(),
@@ -985,7 +1051,7 @@ impl KafkaInput {
                     "kafka read stalled; waiting for the broker");
             }
         }
-        if next.is_some() {
+        if positioned {
             *next = Some(r.until_offset);
         }
         Ok(())

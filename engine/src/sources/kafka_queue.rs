@@ -8,12 +8,18 @@
 //! this module holds the few FFI calls of the batched one behind a safe interface:
 //! [`MessageQueue::next`] lends one [`RawMessage`] at a time out of a buffer it
 //! refills with a single call.
+//!
+//! The queue read is the partition's own, split from the consumer's (as rdkafka's
+//! `split_partition_queue` does): a batch call serves every other event it meets on
+//! its way — client errors, logs — through librdkafka's callbacks, which rdkafka does
+//! not set, so on the consumer's queue those would be lost. The consumer's queue keeps
+//! them, and the reader polls it with rdkafka's `poll` whenever it waits.
 
 // The module's FFI: every pointer comes from librdkafka and lives until the module
 // destroys it; see the SAFETY notes.
 #![allow(unsafe_code)]
 
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 use std::ptr::NonNull;
 use std::time::Duration;
 
@@ -41,14 +47,31 @@ pub(crate) struct MessageQueue {
 unsafe impl Send for MessageQueue {}
 
 impl MessageQueue {
-    /// The queue `consumer`'s messages arrive on (its consumer queue: librdkafka's
-    /// main queue is forwarded there as well, so errors arrive too).
-    pub(crate) fn of(consumer: &BaseConsumer) -> Option<Self> {
+    /// The messages of `partition` of `topic`, split from `consumer`'s queue. Call it
+    /// before the partition is first assigned, and move the consumer with `seek`
+    /// after that: a new assignment stops the partition's fetcher, which ends the
+    /// split (librdkafka forwards a restarted fetcher to the consumer's queue).
+    pub(crate) fn of_partition(
+        consumer: &BaseConsumer,
+        topic: &str,
+        partition: i32,
+    ) -> Option<Self> {
+        let topic = CString::new(topic).ok()?;
         // SAFETY: the client pointer is valid while `consumer` is; the call returns a
-        // new reference to its queue (or null), released in `drop`.
-        let q = unsafe { rd::rd_kafka_queue_get_consumer(consumer.client().native_ptr()) };
+        // new reference to the partition's fetch queue (or null), released in `drop`.
+        let q = unsafe {
+            rd::rd_kafka_queue_get_partition(
+                consumer.client().native_ptr(),
+                topic.as_ptr(),
+                partition,
+            )
+        };
+        let queue = NonNull::new(q)?;
+        // SAFETY: a valid queue; forwarding it nowhere marks the split as the
+        // application's, which a starting fetcher respects.
+        unsafe { rd::rd_kafka_queue_forward(queue.as_ptr(), std::ptr::null_mut()) };
         Some(MessageQueue {
-            queue: NonNull::new(q)?,
+            queue,
             buf: vec![std::ptr::null_mut(); BATCH],
             next: 0,
             len: 0,
@@ -73,12 +96,12 @@ impl MessageQueue {
         if self.next == self.len {
             return None;
         }
-        let m = self.buf[self.next];
+        let m = NonNull::new(self.buf[self.next])?;
         self.next += 1;
-        // SAFETY: `m` came from librdkafka and is destroyed only by `release`, which
-        // takes `&mut self`: the borrow ends before it.
+        // `m` came from librdkafka and is destroyed only by `release`, which takes
+        // `&mut self`: the lent message's borrow ends before it.
         Some(RawMessage {
-            m: unsafe { &*m },
+            m,
             _queue: std::marker::PhantomData,
         })
     }
@@ -126,45 +149,53 @@ impl Drop for MessageQueue {
     }
 }
 
-/// One message lent by a [`MessageQueue`].
+/// One message lent by a [`MessageQueue`] (a pointer, not a reference: librdkafka
+/// writes into the message when it first parses its headers).
 pub(crate) struct RawMessage<'a> {
-    m: &'a rd::rd_kafka_message_t,
+    m: NonNull<rd::rd_kafka_message_t>,
     _queue: std::marker::PhantomData<&'a mut MessageQueue>,
 }
 
 impl RawMessage<'_> {
+    /// The message's public fields.
+    fn fields(&self) -> &rd::rd_kafka_message_t {
+        // SAFETY: the message is alive while lent (see `MessageQueue::next`), and
+        // librdkafka writes none of the public fields after handing it out.
+        unsafe { self.m.as_ref() }
+    }
+
     /// The error this "message" carries instead of a record, if any.
     pub(crate) fn error(&self) -> Option<KafkaError> {
-        if self.m.err == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+        if self.fields().err == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
             return None;
         }
-        let code = RDKafkaErrorCode::from(self.m.err);
+        let code = RDKafkaErrorCode::from(self.fields().err);
         Some(if code == RDKafkaErrorCode::PartitionEOF {
-            KafkaError::PartitionEOF(self.m.partition)
+            KafkaError::PartitionEOF(self.fields().partition)
         } else {
             KafkaError::MessageConsumption(code)
         })
     }
 
     pub(crate) fn offset(&self) -> i64 {
-        self.m.offset
+        self.fields().offset
     }
 
     pub(crate) fn payload(&self) -> Option<&[u8]> {
         // SAFETY: librdkafka's payload pointer and length describe one buffer that
         // lives as long as the message.
-        unsafe { bytes(self.m.payload, self.m.len) }
+        unsafe { bytes(self.fields().payload, self.fields().len) }
     }
 
     pub(crate) fn key(&self) -> Option<&[u8]> {
         // SAFETY: as for the payload.
-        unsafe { bytes(self.m.key, self.m.key_len) }
+        unsafe { bytes(self.fields().key, self.fields().key_len) }
     }
 
     pub(crate) fn timestamp(&self) -> Timestamp {
         let mut kind = rd::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE;
         // SAFETY: reads the message's timestamp into `kind` and the return value.
-        let ts = unsafe { rd::rd_kafka_message_timestamp(self.m, &mut kind) };
+        let ts = unsafe { rd::rd_kafka_message_timestamp(self.m.as_ptr(), &mut kind) };
         match kind {
             _ if ts == -1 => Timestamp::NotAvailable,
             rd::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_CREATE_TIME => {
@@ -179,12 +210,19 @@ impl RawMessage<'_> {
         }
     }
 
-    /// The headers, in order (names as text, lossily if not UTF-8).
+    /// The headers, in order (names as text, lossily if not UTF-8). A message whose
+    /// headers librdkafka cannot parse gets none, and a warning naming its offset.
     pub(crate) fn headers(&self) -> Vec<(String, Option<Vec<u8>>)> {
         let mut hdrs: *mut rd::rd_kafka_headers_t = std::ptr::null_mut();
-        // SAFETY: asks for the message's parsed headers; they belong to the message.
-        let err = unsafe { rd::rd_kafka_message_headers(self.m, &mut hdrs) };
+        // SAFETY: asks for the message's headers (librdkafka parses them into the
+        // message on the first call); they belong to the message.
+        let err = unsafe { rd::rd_kafka_message_headers(self.m.as_ptr(), &mut hdrs) };
+        if err == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__NOENT {
+            return Vec::new();
+        }
         if err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR || hdrs.is_null() {
+            tracing::warn!(partition = self.fields().partition, offset = self.fields().offset,
+                error = %RDKafkaErrorCode::from(err), "kafka record headers unreadable; read without them");
             return Vec::new();
         }
         // SAFETY: `hdrs` is valid while the message is.
