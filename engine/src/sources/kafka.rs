@@ -481,7 +481,7 @@ impl KafkaSource {
         }
         let t = BatchTime(0);
         for r in &ranges {
-            input.seek(t, r)?;
+            input.prefetch(t, r)?;
         }
         let start = Instant::now();
         let counts = std::thread::scope(|s| {
@@ -866,38 +866,43 @@ impl KafkaInput {
         Ok(r)
     }
 
-    /// The reader of `r`'s partition, positioned at `r`'s start (its client starts
-    /// fetching from there at once).
-    fn seek(&self, t: BatchTime, r: &OffsetRange) -> Result<Arc<Mutex<Reader>>> {
+    /// Starts the client of `r`'s partition fetching from `r`'s start, ahead of the
+    /// read, if no read holds it and it is not positioned for one (another batch's
+    /// range may still be to read from where it is).
+    fn prefetch(&self, t: BatchTime, r: &OffsetRange) -> Result<()> {
         let reader = self.reader(&(r.topic.clone(), r.partition))?;
-        self.move_to(&mut reader.lock().unwrap_or_else(|e| e.into_inner()), t, r)?;
-        Ok(reader)
+        let Ok(mut g) = reader.try_lock() else {
+            return Ok(());
+        };
+        if g.next.is_none() {
+            self.move_to(&mut g, t, r)?;
+        }
+        Ok(())
     }
 
     /// Positions `g` at `r`'s start unless it is there.
     fn move_to(&self, g: &mut Reader, t: BatchTime, r: &OffsetRange) -> Result<()> {
-        {
-            if g.next != Some(r.from_offset) {
-                let fail = |e: KafkaError| {
-                    self.forget_reader(r);
-                    self.error(format!("batch {}: reading {r}: {}", t.0, kafka_err(&e)))
-                };
-                let at = Offset::Offset(r.from_offset);
-                if g.assigned {
-                    g.consumer
-                        .seek(&r.topic, r.partition, at, self.timeout())
-                        .map_err(fail)?;
-                } else {
-                    let mut tpl = TopicPartitionList::new();
-                    tpl.add_partition_offset(&r.topic, r.partition, at)
-                        .map_err(fail)?;
-                    g.consumer.assign(&tpl).map_err(fail)?;
-                    g.assigned = true;
-                }
-                g.queue.clear();
-                g.next = Some(r.from_offset);
-            }
+        if g.next == Some(r.from_offset) {
+            return Ok(());
         }
+        let fail = |e: KafkaError| {
+            self.forget_reader(r);
+            self.error(format!("batch {}: reading {r}: {}", t.0, kafka_err(&e)))
+        };
+        let at = Offset::Offset(r.from_offset);
+        if g.assigned {
+            g.consumer
+                .seek(&r.topic, r.partition, at, self.timeout())
+                .map_err(fail)?;
+        } else {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(&r.topic, r.partition, at)
+                .map_err(fail)?;
+            g.consumer.assign(&tpl).map_err(fail)?;
+            g.assigned = true;
+        }
+        g.queue.clear();
+        g.next = Some(r.from_offset);
         Ok(())
     }
 
@@ -1064,13 +1069,7 @@ impl KafkaInput {
     fn take(&self, t: BatchTime, ranges: Vec<OffsetRange>) -> Result<u64> {
         // Clients not reading another batch start fetching now, ahead of the job.
         for r in ranges.iter().filter(|r| r.until_offset > r.from_offset) {
-            let idle = match self.reader(&(r.topic.clone(), r.partition))?.try_lock() {
-                Ok(g) => g.next.is_none(),
-                Err(_) => false,
-            };
-            if idle {
-                self.seek(t, r)?;
-            }
+            self.prefetch(t, r)?;
         }
         {
             let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
