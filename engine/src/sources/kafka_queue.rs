@@ -98,7 +98,7 @@ impl MessageQueue {
         }
         let m = NonNull::new(self.buf[self.next])?;
         self.next += 1;
-        // `m` came from librdkafka and is destroyed only by `release`, which takes
+        // `m` came from librdkafka and is destroyed only by `clear`, which takes
         // `&mut self`: the lent message's borrow ends before it.
         Some(RawMessage {
             m,
@@ -106,16 +106,10 @@ impl MessageQueue {
         })
     }
 
-    /// Destroys the messages taken but not handed out (after a seek they belong to
-    /// the old position).
-    pub(crate) fn clear(&mut self) {
-        self.release();
-    }
-
     /// Takes what librdkafka holds, up to a buffer's worth. With a `wait`, returns
     /// as soon as one message came (librdkafka would wait to fill the buffer).
     fn refill(&mut self, wait: Duration) {
-        self.release();
+        self.clear();
         let (size, ms) = if wait.is_zero() {
             (self.buf.len(), 0)
         } else {
@@ -128,8 +122,9 @@ impl MessageQueue {
         self.len = usize::try_from(got).unwrap_or(0).min(size);
     }
 
-    /// Destroys every taken message handed out (and any not yet).
-    fn release(&mut self) {
+    /// Destroys every taken message, handed out or not (after a seek those not
+    /// handed out belong to the old position).
+    pub(crate) fn clear(&mut self) {
         for m in &mut self.buf[..self.len] {
             // SAFETY: each of `buf[..len]` is a message librdkafka gave and nothing
             // destroyed yet; no `RawMessage` borrow is alive (`&mut self`).
@@ -143,8 +138,8 @@ impl MessageQueue {
 
 impl Drop for MessageQueue {
     fn drop(&mut self) {
-        self.release();
-        // SAFETY: releases the reference taken in `of`, once.
+        self.clear();
+        // SAFETY: releases the reference taken in `of_partition`, once.
         unsafe { rd::rd_kafka_queue_destroy(self.queue.as_ptr()) };
     }
 }
